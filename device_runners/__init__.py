@@ -1,0 +1,1 @@
+"""Devices and the native runner: a Device is a Transport (host, adb, ios, ssh) plus what is known of it."""

@@ -1,0 +1,49 @@
+"""Conversion worker, run as a child process by harness.artifacts: `python -m harness.convert JOB_JSON`.
+
+Builds the reauthored model and exports exactly two signatures that share one copy of the weights:
+`prefill` (tokens [1, P]) and `decode` (tokens [1, 1]), each with the KV cache as inputs and outputs.
+"""
+
+import json
+import sys
+
+import torch
+from litert_torch._convert import interface as litert_converter
+from litert_torch.generative.layers import kv_cache as kv_utils
+from litert_torch.generative.utilities import converter, export_config
+
+from models.registry import get_spec
+
+
+def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len: int, out: str,
+           lightweight: bool) -> None:
+    # Prefill returns only the KV cache (no logits): the first token's logits come from the first decode step.
+    module = converter.ExportableModule(model, export_config=export_config.ExportConfig()).eval()
+    kv = kv_utils.KVCache.from_model_config(kv_len, config)
+    conv = litert_converter.Converter()
+    conv.add_signature("prefill", module, sample_kwargs={
+        "tokens": torch.zeros((1, prefill_len), dtype=torch.int),
+        "input_pos": torch.arange(prefill_len, dtype=torch.int),
+        "kv_cache": kv,
+    })
+    conv.add_signature("decode", module, sample_kwargs={
+        "tokens": torch.zeros((1, 1), dtype=torch.int),
+        "input_pos": torch.tensor([0], dtype=torch.int),
+        "kv_cache": kv,
+    })
+    recipe = converter.get_quant_recipe_from_flag(quant, config)
+    conv.convert(quant_config=recipe, lightweight_conversion=lightweight).export(out)
+
+
+def main(job: dict) -> None:
+    from models.spec import build_model
+
+    spec = get_spec(job["family"], job["size"], job["checkpoint_dir"], job["seed"])
+    recipe = job["recipe"]
+    model = build_model(spec, recipe["kv_len"])
+    export(model, spec.config(), recipe["quant"], recipe["prefill_len"], recipe["kv_len"], job["out"],
+           job["lightweight"])
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

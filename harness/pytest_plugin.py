@@ -1,0 +1,143 @@
+"""The pytest plugin behind `pytest suites/`: options, the `cell` parametrization, fixtures, end-of-run report.
+
+Registered by the repository's root conftest.py (pytest's documented pytest_addoption + fixture pattern).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.session import BenchSession, Cell, Settings
+
+SETTINGS = pytest.StashKey[Settings]()
+SESSION = pytest.StashKey[BenchSession]()
+_DEFAULTS = Settings()
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _ints(option: str, value: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in _csv(value))
+    except ValueError:
+        raise pytest.UsageError(f"{option} takes comma-separated whole numbers, got {value!r}") from None
+    if not values or min(values) < 1:
+        raise pytest.UsageError(f"{option} needs numbers >= 1, got {value!r}")
+    return values
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("litert-bench", "LLM benchmark cells (model × quant × device × lengths)")
+    g.addoption("--device", default=",".join(_DEFAULTS.devices), help="device profile(s), comma-separated [host]")
+    g.addoption("--models", default=",".join(_DEFAULTS.models), help="model families, comma-separated")
+    g.addoption("--quant", default=",".join(_DEFAULTS.quants), help="quantization recipes, comma-separated")
+    g.addoption("--size", default=_DEFAULTS.size, help="tiny (CI-sized) or full (published config) [tiny]")
+    g.addoption("--prefill", default="128", help="prefill length(s) [128]")
+    g.addoption("--decode", default="128", help="decode length(s) [128]")
+    g.addoption("--threads", default="4", help="threads; fewer where the device has fewer cores [4]")
+    g.addoption("--reps", type=int, default=_DEFAULTS.reps, help="measured repetitions per cell [5]")
+    g.addoption("--warmup", type=int, default=_DEFAULTS.warmup, help="discarded warmup repetitions [1]")
+    g.addoption("--checkpoint-dir", default=None, help="local HF safetensors checkpoint (else seeded random weights)")
+    g.addoption("--seed", type=int, default=_DEFAULTS.seed, help="seed of the random weights [1234]")
+    g.addoption("--runner-bin", default=None, help="use this prebuilt runner instead of building one")
+    g.addoption("--runner-timeout", type=float, default=_DEFAULTS.runner_timeout,
+                help="seconds before the runner is killed on the device [600]")
+    g.addoption("--results-db", default=None, help="results database: file path or SQLAlchemy URL "
+                                                   "[results/results.db]")
+    g.addoption("--report", default=None, help="folder for the HTML report [results/]")
+    g.addoption("--run-label", default=None, help="label stored with the run")
+
+
+def settings_from(config: pytest.Config) -> Settings:
+    """Validated settings; bad names raise pytest.UsageError listing the valid ones."""
+    from device_runners.device import known_devices
+    from harness.artifacts import QUANTS
+    from models.registry import FAMILIES
+    from models.spec import SIZES
+
+    opt = config.getoption
+    choices = {"--models": (_csv(opt("--models")), sorted(FAMILIES)), "--quant": (_csv(opt("--quant")), QUANTS),
+               "--device": (_csv(opt("--device")), known_devices()), "--size": ((opt("--size"),), SIZES)}
+    for option, (given, valid) in choices.items():
+        bad = [g for g in given if g not in valid]
+        if bad or not given:
+            raise pytest.UsageError(f"{option}: unknown {', '.join(map(repr, bad)) or 'empty value'}; "
+                                    f"valid: {', '.join(valid)}")
+    for option in ("--reps", "--warmup"):
+        if opt(option) < (1 if option == "--reps" else 0):
+            raise pytest.UsageError(f"{option} must be >= {1 if option == '--reps' else 0}")
+    ckpt = opt("--checkpoint-dir")
+    if ckpt and not Path(ckpt).is_dir():
+        raise pytest.UsageError(f"--checkpoint-dir {ckpt!r} is not a directory")
+    runner_bin = opt("--runner-bin")
+    if runner_bin and not Path(runner_bin).is_file():
+        raise pytest.UsageError(f"--runner-bin {runner_bin!r} is not a file")
+    root = config.rootpath
+    return Settings(
+        devices=choices["--device"][0], models=choices["--models"][0], quants=choices["--quant"][0],
+        size=opt("--size"), prefill=_ints("--prefill", opt("--prefill")), decode=_ints("--decode", opt("--decode")),
+        threads=_ints("--threads", opt("--threads")), warmup=opt("--warmup"), reps=opt("--reps"),
+        checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=opt("--seed"),
+        runner_bin=Path(runner_bin).resolve() if runner_bin else None, runner_timeout=opt("--runner-timeout"),
+        results_db=opt("--results-db") or str(root / "results" / "results.db"),
+        report_dir=Path(opt("--report") or root / "results"), label=opt("--run-label"),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in ("performance: speed and memory cells (recorded; gated only by thresholds or a baseline)",
+                 "accuracy: numerical checks against a reference", "conversion: checks of converted artifacts",
+                 "full: full-size models (minutes and GiBs per cell)"):
+        config.addinivalue_line("markers", line)
+    config.stash[SETTINGS] = settings_from(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" in metafunc.fixturenames:
+        settings = metafunc.config.stash[SETTINGS]
+        marks = [pytest.mark.full] if settings.size == "full" else []
+        metafunc.parametrize("cell", [pytest.param(c, id=c.id, marks=marks) for c in settings.cells()])
+
+
+@pytest.fixture(scope="session")
+def bench_session(request: pytest.FixtureRequest) -> BenchSession:
+    config = request.config
+    if SESSION not in config.stash:
+        config.stash[SESSION] = BenchSession(config.stash[SETTINGS], argv=list(config.invocation_params.args))
+    return config.stash[SESSION]
+
+
+@pytest.fixture
+def measure(bench_session: BenchSession):
+    """measure(cell) → the cell's result dict, stored in the results database as soon as it is measured."""
+    return bench_session.measure
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    bench = session.config.stash.get(SESSION, None)
+    if bench is not None:
+        session.config.stash[_REPORT] = bench.close()
+
+
+_REPORT = pytest.StashKey[Path | None]()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    bench = config.stash.get(SESSION, None)
+    if bench is None or bench.run_id is None:
+        return
+    from reports.table import format_table
+
+    terminalreporter.section(f"litert-bench run {bench.run_id}")
+    terminalreporter.write_line(format_table(bench.store.results_frame(bench.run_id)))
+    terminalreporter.write_line(f"results: {bench.store.url}")
+    report = config.stash.get(_REPORT, None)
+    if report:
+        terminalreporter.write_line(f"report:  {report}")
+
+
+__all__ = ["Cell"]

@@ -1,0 +1,111 @@
+"""The results database: the only writer of results. SQLite file by default, any SQLAlchemy URL works.
+
+Each cell is committed the moment it finishes, so an interrupted session keeps everything measured so far.
+Readers (reports, gates) get pandas frames.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("label", sa.String(200)),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("harness_version", sa.String(32)),
+    sa.Column("hostname", sa.String(200)),
+    sa.Column("argv", sa.Text),
+)
+
+results = sa.Table(
+    "results", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("quant", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(200), nullable=False),
+    sa.Column("prefill_len", sa.Integer),
+    sa.Column("decode_len", sa.Integer),
+    sa.Column("threads", sa.Integer),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | failed
+    sa.Column("error", sa.Text),
+    sa.Column("prefill_tok_s", sa.Float),
+    sa.Column("decode_tok_s", sa.Float),
+    sa.Column("ttft_ms", sa.Float),
+    sa.Column("init_ms", sa.Float),
+    sa.Column("peak_rss_mb", sa.Float),
+    sa.Column("prefill_cv_pct", sa.Float),
+    sa.Column("decode_cv_pct", sa.Float),
+    sa.Column("artifact_sha256", sa.String(64)),
+    sa.Column("artifact_bytes", sa.BigInteger),
+    sa.Column("data", sa.Text),  # JSON: every sample, the runner's document, device facts, command
+)
+
+_COLUMNS = {c.name for c in results.columns} - {"id", "run_id", "created_at", "data"}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def url_for(target: str) -> str:
+    """A SQLAlchemy URL, or a plain file path taken as a SQLite database."""
+    if "://" in target:
+        return target
+    path = Path(target).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+class Store:
+    def __init__(self, target: str):
+        self.url = url_for(target)
+        self.engine = sa.create_engine(self.url)
+        metadata.create_all(self.engine)
+
+    def start_run(self, label: str | None = None, argv: list[str] | None = None,
+                  git_commit: str | None = None, harness_version: str | None = None) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(runs.insert().values(
+                started_at=_now(), label=label, git_commit=git_commit, harness_version=harness_version,
+                hostname=socket.gethostname(), argv=json.dumps(argv or []),
+            )).inserted_primary_key[0]
+
+    def finish_run(self, run_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(finished_at=_now()))
+
+    def add_result(self, run_id: int, row: dict, data: dict | None = None) -> int:
+        unknown = set(row) - _COLUMNS
+        if unknown:
+            raise ValueError(f"unknown result columns: {sorted(unknown)}")
+        with self.engine.begin() as conn:  # one transaction per cell: committed as soon as it is measured
+            return conn.execute(results.insert().values(
+                run_id=run_id, created_at=_now(), data=json.dumps(data or {}, default=str), **row,
+            )).inserted_primary_key[0]
+
+    def results_frame(self, run_id: int | None = None) -> pd.DataFrame:
+        query = sa.select(results, runs.c.label, runs.c.git_commit).join(runs)
+        if run_id is not None:
+            query = query.where(results.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return pd.read_sql(query.order_by(results.c.id), conn)
+
+    def runs_frame(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(sa.select(runs).order_by(runs.c.id), conn)
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,19 @@
+"""Name → family table. Adding a family: one file exporting FAMILY, one row here."""
+
+from models import tinyllama
+from models.spec import DEFAULT_SEED, SIZES, Family, ModelSpec
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (tinyllama.FAMILY,)}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(FAMILIES))}") from None
+
+
+def get_spec(name: str, size: str = "tiny", checkpoint_dir=None, seed: int = DEFAULT_SEED) -> ModelSpec:
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; sizes: {', '.join(SIZES)}")
+    return ModelSpec(get_family(name), size, checkpoint_dir, seed)

@@ -1,0 +1,1 @@
+"""Human-facing output: HTML reports (Jinja, self-contained) and terminal tables, read from the store."""

@@ -1,0 +1,22 @@
+"""Speed and memory of every cell: model × quant × device × lengths × threads.
+
+Each cell is converted (or taken from the artifact cache), run by the native runner on its device and stored
+the moment it finishes. The figures are recorded, not judged here: what these tests assert is that the
+measurement itself is sound (every repetition present, positive rates, generated tokens in the vocabulary).
+"""
+
+import pytest
+
+pytestmark = pytest.mark.performance
+
+
+def test_prefill_and_decode(cell, measure, bench_session):
+    result = measure(cell)
+    runner = result["runner"]
+    samples = runner["samples"]
+    assert len(samples) == bench_session.settings.reps
+    assert all(s["prefill_tok_s"] > 0 and s["decode_tok_s"] > 0 and s["ttft_ms"] > 0 for s in samples)
+    assert runner["prefill_len"] == cell.prefill and runner["decode_len"] == cell.decode
+    assert len(runner["tokens"]) == cell.decode
+    assert all(0 <= t < runner["vocab"] for t in runner["tokens"])
+    assert result["peak_rss_mb"] > 0

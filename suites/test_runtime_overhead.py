@@ -1,0 +1,32 @@
+"""Benchmark: the native runner against LiteRT's own in-process loop (Python CompiledModel, KV cache bound in
+place) on the same file, workload, threads and cores. The ratio is printed and kept with the test's report
+properties; it is a figure to watch (target ≥ 1.0), not a pass/fail gate. What the test asserts is that both
+computed the same thing: identical greedy tokens."""
+
+import pytest
+
+from harness.artifacts import Recipe, ensure_artifact, kv_len_for
+from harness.measure import Workload, bench, bench_inprocess
+from models.registry import get_spec
+
+pytestmark = pytest.mark.performance
+
+
+def test_native_runner_vs_inprocess_litert(cell, bench_session, record_property, capsys):
+    device = bench_session.device(cell.device)
+    if device.transport.kind != "host":
+        pytest.skip(f"the in-process LiteRT loop needs Python on the device; {cell.device} has none")
+    s = bench_session.settings
+    spec = get_spec(cell.model, cell.size, s.checkpoint_dir, s.seed)
+    artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, kv_len_for(cell.prefill, cell.decode)))
+    workload = Workload(cell.prefill, cell.decode, cell.threads, s.warmup, s.reps)
+    native = bench(device, bench_session.runner_for(device), artifact.path, workload, s.runner_timeout)
+    inproc = bench_inprocess(device, artifact.path, workload, s.runner_timeout)
+
+    ratio = native["decode_tok_s"] / inproc["decode_tok_s"]
+    record_property("decode_ratio_native_over_inprocess", ratio)
+    with capsys.disabled():
+        print(f"\n{cell.id}: decode tok/s native {native['decode_tok_s']:.1f} vs in-process "
+              f"{inproc['decode_tok_s']:.1f} → ratio {ratio:.3f}; prefill ratio "
+              f"{native['prefill_tok_s'] / inproc['prefill_tok_s']:.3f}")
+    assert native["runner"]["tokens"] == inproc["runner"]["tokens"]

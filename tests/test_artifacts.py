@@ -1,0 +1,72 @@
+"""Conversion: two signatures sharing one copy of the weights, every recipe, and the content-addressed cache."""
+
+import time
+
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from harness.artifacts import QUANTS, Recipe, cache_key, ensure_artifact
+from models.registry import get_spec
+from models.spec import build_model
+
+pytestmark = pytest.mark.conversion
+
+
+def test_fp32_file_has_prefill_and_decode_sharing_one_copy_of_the_weights(tiny_artifact):
+    art = tiny_artifact("none", prefill=32, decode=16)
+    signatures = Interpreter(model_path=str(art.path)).get_signature_list()
+    assert set(signatures) == {"prefill", "decode"}
+    kv = {f"kv_cache_{kind}_{i}" for kind in "kv" for i in range(2)}
+    assert set(signatures["prefill"]["inputs"]) == kv | {"tokens", "input_pos"}
+    assert set(signatures["decode"]["outputs"]) == kv | {"logits"}
+    params = sum(p.numel() for p in build_model(get_spec("tinyllama", "tiny"), kv_len=128).parameters())
+    # One fp32 copy of the parameters plus a little graph and constants: two copies would be ~2x.
+    assert 1.0 < art.meta["bytes"] / (4 * params) < 1.1
+
+
+def test_decode_signature_shapes(tiny_artifact):
+    runner = Interpreter(model_path=str(tiny_artifact("none").path)).get_signature_runner("decode")
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    assert list(inputs["tokens"]["shape"]) == [1, 1]
+    assert list(inputs["kv_cache_k_0"]["shape"]) == [1, 128, 1, 32]  # kv_len 128, 1 KV head, head_dim 32
+    assert list(outputs["logits"]["shape"]) == [1, 1, 2048]
+
+
+@pytest.mark.parametrize("quant", [q for q in QUANTS if q != "none"])
+def test_every_recipe_converts_and_shrinks_the_file(tiny_artifact, quant):
+    fp32 = tiny_artifact("none").meta["bytes"]
+    art = tiny_artifact(quant)
+    assert set(Interpreter(model_path=str(art.path)).get_signature_list()) == {"prefill", "decode"}
+    assert art.meta["bytes"] < 0.6 * fp32  # fp16 halves it, int8 quarters it, int4 goes further
+
+
+def test_second_request_converts_nothing(tiny_artifact):
+    first = tiny_artifact("dynamic_int8")
+    start = time.monotonic()
+    again = tiny_artifact("dynamic_int8")
+    assert again.path == first.path and again.sha256 == first.sha256
+    assert time.monotonic() - start < 1.0
+
+
+def test_cache_key_covers_what_changes_the_bytes():
+    spec = get_spec("tinyllama", "tiny")
+    base = cache_key(spec, Recipe("dynamic_int8", 32, 128))[0]
+    assert base == cache_key(get_spec("tinyllama", "tiny"), Recipe("dynamic_int8", 32, 128))[0]
+    assert base != cache_key(spec, Recipe("fp16", 32, 128))[0]
+    assert base != cache_key(spec, Recipe("dynamic_int8", 64, 128))[0]
+    assert base != cache_key(spec, Recipe("dynamic_int8", 32, 256))[0]
+    assert base != cache_key(get_spec("tinyllama", "tiny", seed=7), Recipe("dynamic_int8", 32, 128))[0]
+    assert cache_key(spec, Recipe())[1]["tools"]["litert-torch"]  # tool versions are part of the key
+
+
+def test_unknown_quant_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known: none, fp16, weight_only_int8, dynamic_int8"):
+        Recipe("int3")
+
+
+def test_failed_conversion_leaves_no_artifact(tmp_path):
+    with pytest.raises(RuntimeError, match="conversion of tinyllama-tiny"):
+        # A checkpoint dir whose safetensors file is garbage: the worker fails, nothing is cached.
+        (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+        ensure_artifact(get_spec("tinyllama", "tiny", checkpoint_dir=tmp_path), Recipe("none", 8, 128))
+    assert not list((tmp_path.parent).glob("**/model.tflite.partial"))
