@@ -90,7 +90,23 @@ def init_random(model: torch.nn.Module, seed: int) -> None:
 
 
 def _config_digest(config: cfg.ModelConfig) -> str:
-    return hashlib.sha256(repr(config).encode()).hexdigest()[:16]
+    # Not repr(config): it holds functions (e.g. build_rope), whose repr carries a per-process address.
+    return hashlib.sha256(json.dumps(_stable(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _stable(value):
+    """A JSON-able form of a config that is the same in every process."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _stable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_stable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items()}
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)  # enums and other plain values
 
 
 def _checkpoint_digest(ckpt: Path) -> str:

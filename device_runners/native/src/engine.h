@@ -1,0 +1,104 @@
+// What the benchmark loop needs from a runtime binding: a prefill/decode LLM
+// with a KV cache, plus the errors that map to the runner's exit codes.
+#ifndef LLM_RUNNER_ENGINE_H_
+#define LLM_RUNNER_ENGINE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace llm_runner {
+
+enum ExitCode { kExitOk = 0, kExitUsage = 2, kExitModel = 3, kExitRuntime = 4 };
+
+// Carries the exit code and the one-line message main() prints to stderr.
+class RunnerError : public std::runtime_error {
+ public:
+  RunnerError(ExitCode code, const std::string& message)
+      : std::runtime_error(message), code_(code) {}
+  ExitCode code() const { return code_; }
+
+ private:
+  ExitCode code_;
+};
+
+[[noreturn]] void FailModel(const std::string& path, const std::string& reason);
+[[noreturn]] void FailRuntime(const std::string& what);
+
+struct ModelInfo {
+  int prefill_len = 0;
+  int kv_len = 0;
+  int vocab = 0;
+  int num_layers = 0;  // number of kv_cache_k_i / kv_cache_v_i pairs
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const ModelInfo& info() const = 0;
+  // Zeroes every KV cache slot.
+  virtual void ResetKvCache() = 0;
+  // Runs `prefill` on info().prefill_len tokens at positions 0..P-1.
+  virtual void Prefill(const std::vector<int32_t>& tokens) = 0;
+  // Runs `decode` on one token; returns info().vocab logits that stay valid
+  // until the next call.
+  virtual const float* Decode(int32_t token, int32_t position) = 0;
+};
+
+std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string& path,
+                                                  int threads);
+std::unique_ptr<Engine> CreateInterpreterEngine(const std::string& path,
+                                                int threads);
+
+// Signature I/O naming shared by both engines (litert-torch export).
+extern const char kTokensName[];
+extern const char kInputPosName[];
+extern const char kLogitsName[];
+bool IsKvCacheName(const std::string& name);  // kv_cache_k_* / kv_cache_v_*
+bool IsKvKeyName(const std::string& name);    // kv_cache_k_*
+
+// Index of the prefill and decode signatures among `keys`: "decode", and
+// "prefill" or else the one key starting with "prefill" (litert-torch's
+// convert_to_tflite names it prefill_<len>). Fails with kExitModel.
+struct SignaturePair {
+  size_t prefill = 0;
+  size_t decode = 0;
+};
+SignaturePair FindSignatures(const std::string& path,
+                             const std::vector<std::string>& keys);
+
+// Checks the I/O names of both signatures and returns a ModelInfo with
+// num_layers filled in; the engines fill the shapes.
+ModelInfo CheckSignatureNames(const std::string& path,
+                              const std::vector<std::string>& prefill_inputs,
+                              const std::vector<std::string>& prefill_outputs,
+                              const std::vector<std::string>& decode_inputs,
+                              const std::vector<std::string>& decode_outputs);
+
+// 64-byte aligned, zero-initialised host memory (LiteRT's host-buffer
+// alignment, and a cache line). posix_memalign exists on glibc and bionic.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(size_t bytes);
+  AlignedBuffer(AlignedBuffer&& other) noexcept;
+  AlignedBuffer& operator=(AlignedBuffer&& other) noexcept;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer();
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+  void Zero();
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace llm_runner
+
+#endif  // LLM_RUNNER_ENGINE_H_

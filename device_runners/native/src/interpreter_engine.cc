@@ -1,0 +1,222 @@
+// Engine on the classic TFLite C API: one signature runner per signature and
+// an explicitly created XNNPACK delegate (the C API does not apply one by
+// default). Each runner owns its own KV tensors, so after every step the KV
+// outputs are copied into the decode runner's KV inputs: the per-step copy
+// that the CompiledModel engine avoids.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine.h"
+#include "litert_c_api.h"
+#include "owned.h"
+
+namespace llm_runner {
+namespace {
+
+std::vector<std::string> InputNames(const TfLiteSignatureRunner* runner) {
+  std::vector<std::string> names;
+  const auto n = static_cast<int32_t>(TfLiteSignatureRunnerGetInputCount(runner));
+  for (int32_t i = 0; i < n; ++i) {
+    names.emplace_back(TfLiteSignatureRunnerGetInputName(runner, i));
+  }
+  return names;
+}
+
+std::vector<std::string> OutputNames(const TfLiteSignatureRunner* runner) {
+  std::vector<std::string> names;
+  const auto n =
+      static_cast<int32_t>(TfLiteSignatureRunnerGetOutputCount(runner));
+  for (int32_t i = 0; i < n; ++i) {
+    names.emplace_back(TfLiteSignatureRunnerGetOutputName(runner, i));
+  }
+  return names;
+}
+
+size_t NumElements(const TfLiteTensor* tensor) {
+  size_t n = 1;
+  for (int32_t i = 0; i < TfLiteTensorNumDims(tensor); ++i) {
+    n *= static_cast<size_t>(TfLiteTensorDim(tensor, i));
+  }
+  return n;
+}
+
+// The tensors of one KV cache entry in both runners.
+struct KvTensors {
+  TfLiteTensor* prefill_in;
+  const TfLiteTensor* prefill_out;
+  TfLiteTensor* decode_in;
+  const TfLiteTensor* decode_out;
+  size_t bytes;
+};
+
+class InterpreterEngine : public Engine {
+ public:
+  InterpreterEngine(const std::string& path, int threads);
+
+  const ModelInfo& info() const override { return info_; }
+  void ResetKvCache() override;
+  void Prefill(const std::vector<int32_t>& tokens) override;
+  const float* Decode(int32_t token, int32_t position) override;
+
+ private:
+  TfLiteTensor* Input(TfLiteSignatureRunner* runner, const char* name,
+                      TfLiteType type);
+  const TfLiteTensor* Output(TfLiteSignatureRunner* runner, const char* name,
+                             TfLiteType type);
+
+  // Destroyed in reverse: runners, interpreter, options, then the delegate,
+  // which must outlive the interpreter, and the model.
+  Owned<TfLiteModel*, TfLiteModelDelete> model_;
+  Owned<TfLiteOpaqueDelegate*, TfLiteXNNPackDelegateDelete> delegate_;
+  Owned<TfLiteInterpreterOptions*, TfLiteInterpreterOptionsDelete> options_;
+  Owned<TfLiteInterpreter*, TfLiteInterpreterDelete> interpreter_;
+  Owned<TfLiteSignatureRunner*, TfLiteSignatureRunnerDelete> prefill_;
+  Owned<TfLiteSignatureRunner*, TfLiteSignatureRunnerDelete> decode_;
+  ModelInfo info_;
+  std::vector<KvTensors> kv_;
+  TfLiteTensor* prefill_tokens_ = nullptr;
+  TfLiteTensor* decode_tokens_ = nullptr;
+  TfLiteTensor* decode_positions_ = nullptr;
+  const TfLiteTensor* logits_ = nullptr;
+};
+
+InterpreterEngine::InterpreterEngine(const std::string& path, int threads) {
+  model_.reset(TfLiteModelCreateFromFile(path.c_str()));
+  if (!model_) {
+    FailModel(path, "TfLiteModelCreateFromFile failed (not a valid model)");
+  }
+  TfLiteXNNPackDelegateOptions xnnpack = TfLiteXNNPackDelegateOptionsDefault();
+  xnnpack.num_threads = threads;
+  delegate_.reset(TfLiteXNNPackDelegateCreate(&xnnpack));
+  if (!delegate_) FailRuntime("TfLiteXNNPackDelegateCreate failed");
+  options_.reset(TfLiteInterpreterOptionsCreate());
+  TfLiteInterpreterOptionsSetNumThreads(options_.get(), threads);
+  TfLiteInterpreterOptionsAddDelegate(options_.get(), delegate_.get());
+  interpreter_.reset(TfLiteInterpreterCreate(model_.get(), options_.get()));
+  if (!interpreter_) {
+    // With a verified flatbuffer this means buffers outside the file or
+    // unsupported ops: the model, not the machine (TFLite logged the cause).
+    FailModel(path, "TfLiteInterpreterCreate failed (corrupt or unsupported model)");
+  }
+
+  const TfLiteInterpreter* interpreter = interpreter_.get();
+  std::vector<std::string> keys;
+  for (int32_t i = 0; i < TfLiteInterpreterGetSignatureCount(interpreter);
+       ++i) {
+    keys.emplace_back(TfLiteInterpreterGetSignatureKey(interpreter, i));
+  }
+  const SignaturePair pair = FindSignatures(path, keys);
+  prefill_.reset(TfLiteInterpreterGetSignatureRunner(
+      interpreter, keys[pair.prefill].c_str()));
+  decode_.reset(TfLiteInterpreterGetSignatureRunner(
+      interpreter, keys[pair.decode].c_str()));
+  if (!prefill_ || !decode_) {
+    FailRuntime("TfLiteInterpreterGetSignatureRunner failed");
+  }
+  TfLiteSignatureRunner* prefill = prefill_.get();
+  TfLiteSignatureRunner* decode = decode_.get();
+  const std::vector<std::string> prefill_inputs = InputNames(prefill);
+  info_ = CheckSignatureNames(path, prefill_inputs, OutputNames(prefill),
+                              InputNames(decode), OutputNames(decode));
+  if (TfLiteSignatureRunnerAllocateTensors(prefill) != kTfLiteOk ||
+      TfLiteSignatureRunnerAllocateTensors(decode) != kTfLiteOk) {
+    FailRuntime("TfLiteSignatureRunnerAllocateTensors failed");
+  }
+
+  constexpr TfLiteType kFloat32 = kLiteRtElementTypeFloat32;
+  constexpr TfLiteType kInt32 = kLiteRtElementTypeInt32;
+  for (const std::string& name : prefill_inputs) {
+    if (!IsKvCacheName(name)) continue;
+    const char* n = name.c_str();
+    KvTensors kv{Input(prefill, n, kFloat32), Output(prefill, n, kFloat32),
+                 Input(decode, n, kFloat32), Output(decode, n, kFloat32), 0};
+    kv.bytes = TfLiteTensorByteSize(kv.prefill_in);
+    if (TfLiteTensorByteSize(kv.prefill_out) != kv.bytes ||
+        TfLiteTensorByteSize(kv.decode_in) != kv.bytes ||
+        TfLiteTensorByteSize(kv.decode_out) != kv.bytes) {
+      FailModel(path, "KV tensors of different sizes for " + name);
+    }
+    if (IsKvKeyName(name)) {
+      if (TfLiteTensorNumDims(kv.prefill_in) != 4) {
+        FailModel(path, "KV cache is not [1, kv_len, heads, head_dim]");
+      }
+      info_.kv_len = TfLiteTensorDim(kv.prefill_in, 1);
+    }
+    kv_.push_back(kv);
+  }
+  prefill_tokens_ = Input(prefill, kTokensName, kInt32);
+  decode_tokens_ = Input(decode, kTokensName, kInt32);
+  decode_positions_ = Input(decode, kInputPosName, kInt32);
+  logits_ = Output(decode, kLogitsName, kFloat32);
+  info_.prefill_len = static_cast<int>(NumElements(prefill_tokens_));
+  info_.vocab = static_cast<int>(NumElements(logits_));
+  if (NumElements(decode_tokens_) != 1) {
+    FailModel(path, "signature 'decode' takes more than one token");
+  }
+  // Prefill always covers positions 0..P-1.
+  auto* positions = static_cast<int32_t*>(
+      TfLiteTensorData(Input(prefill, kInputPosName, kInt32)));
+  for (int i = 0; i < info_.prefill_len; ++i) positions[i] = i;
+}
+
+TfLiteTensor* InterpreterEngine::Input(TfLiteSignatureRunner* runner,
+                                       const char* name, TfLiteType type) {
+  TfLiteTensor* tensor = TfLiteSignatureRunnerGetInputTensor(runner, name);
+  if (tensor == nullptr || TfLiteTensorType(tensor) != type ||
+      TfLiteTensorData(tensor) == nullptr) {
+    FailRuntime(std::string("unusable input tensor '") + name + "'");
+  }
+  return tensor;
+}
+
+const TfLiteTensor* InterpreterEngine::Output(TfLiteSignatureRunner* runner,
+                                              const char* name,
+                                              TfLiteType type) {
+  const TfLiteTensor* tensor =
+      TfLiteSignatureRunnerGetOutputTensor(runner, name);
+  if (tensor == nullptr || TfLiteTensorType(tensor) != type) {
+    FailRuntime(std::string("unusable output tensor '") + name + "'");
+  }
+  return tensor;
+}
+
+void InterpreterEngine::ResetKvCache() {
+  for (const KvTensors& kv : kv_) {
+    std::memset(TfLiteTensorData(kv.prefill_in), 0, kv.bytes);
+  }
+}
+
+void InterpreterEngine::Prefill(const std::vector<int32_t>& tokens) {
+  std::memcpy(TfLiteTensorData(prefill_tokens_), tokens.data(),
+              tokens.size() * sizeof(int32_t));
+  if (TfLiteSignatureRunnerInvoke(prefill_.get()) != kTfLiteOk) {
+    FailRuntime("TfLiteSignatureRunnerInvoke(prefill) failed");
+  }
+  for (const KvTensors& kv : kv_) {
+    std::memcpy(TfLiteTensorData(kv.decode_in), TfLiteTensorData(kv.prefill_out),
+                kv.bytes);
+  }
+}
+
+const float* InterpreterEngine::Decode(int32_t token, int32_t position) {
+  static_cast<int32_t*>(TfLiteTensorData(decode_tokens_))[0] = token;
+  static_cast<int32_t*>(TfLiteTensorData(decode_positions_))[0] = position;
+  if (TfLiteSignatureRunnerInvoke(decode_.get()) != kTfLiteOk) {
+    FailRuntime("TfLiteSignatureRunnerInvoke(decode) failed");
+  }
+  for (const KvTensors& kv : kv_) {
+    std::memcpy(TfLiteTensorData(kv.decode_in), TfLiteTensorData(kv.decode_out),
+                kv.bytes);
+  }
+  return static_cast<const float*>(TfLiteTensorData(logits_));
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> CreateInterpreterEngine(const std::string& path,
+                                                int threads) {
+  return std::make_unique<InterpreterEngine>(path, threads);
+}
+
+}  // namespace llm_runner

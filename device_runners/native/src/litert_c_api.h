@@ -1,0 +1,230 @@
+// The subset of the LiteRT CompiledModel C API and the TFLite C API that
+// llm_runner calls, declared by hand because no wheel ships the headers.
+//
+// Prototypes follow google-ai-edge/LiteRT litert/c/*.h and tensorflow
+// tensorflow/lite/core/c/c_api.h, xnnpack_delegate.h, and were checked against
+// the exported code of liblitert-lm.so from litert-lm-api 0.18.1
+// (TfLiteVersion() == "2.23.0"). Traps found on the way:
+//  - LiteRtCreateModelFromFile takes the environment first (3 arguments);
+//    older headers declare (filename, model).
+//  - CPU options are the "Lrt*" API (LrtCreateCpuOptions on an LrtCpuOptions*,
+//    turned into opaque options with LrtGetOpaqueCpuOptionsData), not the older
+//    LiteRtCreateCpuOptions/LiteRtFindCpuOptions pair.
+//  - LiteRtCreateModelFromFile does not verify the flatbuffer: a truncated
+//    file crashes it (SIGSEGV in litert::internal::LoadModelFromFile), so
+//    the runner verifies files with the TFLite loader first.
+//  - Structs whose layout changes between releases stay opaque here: see
+//    LiteRtRankedTensorType and TfLiteXNNPackDelegateOptions below.
+#ifndef LLM_RUNNER_LITERT_C_API_H_
+#define LLM_RUNNER_LITERT_C_API_H_
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------- LiteRT ----
+
+typedef int LiteRtStatus;  // enum in litert_common.h; 0 is kLiteRtStatusOk
+enum { kLiteRtStatusOk = 0 };
+
+typedef int LiteRtHwAcceleratorSet;
+enum { kLiteRtHwAcceleratorCpu = 1 };
+
+// LiteRtElementType values equal TfLiteType values.
+enum { kLiteRtElementTypeFloat32 = 1, kLiteRtElementTypeInt32 = 2 };
+
+typedef size_t LiteRtParamIndex;
+
+typedef struct LiteRtEnvironmentT* LiteRtEnvironment;
+typedef struct LiteRtModelT* LiteRtModel;
+typedef struct LiteRtSignatureT* LiteRtSignature;
+typedef struct LiteRtTensorT* LiteRtTensor;
+typedef struct LiteRtOptionsT* LiteRtOptions;
+typedef struct LiteRtOpaqueOptionsT* LiteRtOpaqueOptions;
+typedef struct LrtCpuOptions LrtCpuOptions;
+typedef struct LiteRtCompiledModelT* LiteRtCompiledModel;
+typedef struct LiteRtTensorBufferT* LiteRtTensorBuffer;
+typedef struct LiteRtTensorBufferRequirementsT* LiteRtTensorBufferRequirements;
+typedef struct LiteRtEnvOption LiteRtEnvOption;  // only passed as NULL here
+
+// Opaque on purpose: {LiteRtElementType; LiteRtLayout} whose LiteRtLayout
+// (rank bit-field, dimensions, strides) has changed across releases. Callers
+// pass generously sized storage; see RankedType for the few
+// fields llm_runner reads (compiled_model_engine.cc).
+typedef struct LiteRtRankedTensorType LiteRtRankedTensorType;
+
+const char* LiteRtGetStatusString(LiteRtStatus status);
+
+LiteRtStatus LiteRtCreateEnvironment(int num_options,
+                                     const LiteRtEnvOption* options,
+                                     LiteRtEnvironment* environment);
+void LiteRtDestroyEnvironment(LiteRtEnvironment environment);
+
+LiteRtStatus LiteRtCreateModelFromFile(LiteRtEnvironment environment,
+                                       const char* filename,
+                                       LiteRtModel* model);
+void LiteRtDestroyModel(LiteRtModel model);
+
+LiteRtStatus LiteRtGetNumModelSignatures(LiteRtModel model,
+                                         LiteRtParamIndex* num_signatures);
+LiteRtStatus LiteRtGetModelSignature(LiteRtModel model,
+                                     LiteRtParamIndex signature_index,
+                                     LiteRtSignature* signature);
+LiteRtStatus LiteRtGetSignatureKey(LiteRtSignature signature,
+                                   const char** signature_key);
+LiteRtStatus LiteRtGetNumSignatureInputs(LiteRtSignature signature,
+                                         LiteRtParamIndex* num_inputs);
+LiteRtStatus LiteRtGetSignatureInputName(LiteRtSignature signature,
+                                         LiteRtParamIndex input_idx,
+                                         const char** input_name);
+LiteRtStatus LiteRtGetSignatureInputTensorByIndex(LiteRtSignature signature,
+                                                  LiteRtParamIndex input_idx,
+                                                  LiteRtTensor* tensor);
+LiteRtStatus LiteRtGetNumSignatureOutputs(LiteRtSignature signature,
+                                          LiteRtParamIndex* num_outputs);
+LiteRtStatus LiteRtGetSignatureOutputName(LiteRtSignature signature,
+                                          LiteRtParamIndex output_idx,
+                                          const char** output_name);
+LiteRtStatus LiteRtGetSignatureOutputTensorByIndex(LiteRtSignature signature,
+                                                   LiteRtParamIndex output_idx,
+                                                   LiteRtTensor* tensor);
+LiteRtStatus LiteRtGetRankedTensorType(
+    LiteRtTensor tensor, LiteRtRankedTensorType* ranked_tensor_type);
+
+LiteRtStatus LiteRtCreateOptions(LiteRtOptions* options);
+void LiteRtDestroyOptions(LiteRtOptions options);
+LiteRtStatus LiteRtSetOptionsHardwareAccelerators(
+    LiteRtOptions options, LiteRtHwAcceleratorSet hardware_accelerators);
+// Takes ownership of `opaque_options` on success.
+LiteRtStatus LiteRtAddOpaqueOptions(LiteRtOptions options,
+                                    LiteRtOpaqueOptions opaque_options);
+LiteRtStatus LiteRtCreateOpaqueOptions(const char* payload_identifier,
+                                       void* payload_data,
+                                       void (*payload_destructor)(void*),
+                                       LiteRtOpaqueOptions* options);
+void LiteRtDestroyOpaqueOptions(LiteRtOpaqueOptions options);
+
+LiteRtStatus LrtCreateCpuOptions(LrtCpuOptions** options);
+void LrtDestroyCpuOptions(LrtCpuOptions* options);
+LiteRtStatus LrtSetCpuOptionsNumThread(LrtCpuOptions* options,
+                                       int num_threads);
+LiteRtStatus LrtGetOpaqueCpuOptionsData(const LrtCpuOptions* options,
+                                        const char** identifier,
+                                        void** payload,
+                                        void (**payload_deleter)(void*));
+
+LiteRtStatus LiteRtCreateCompiledModel(LiteRtEnvironment environment,
+                                       LiteRtModel model,
+                                       LiteRtOptions compilation_options,
+                                       LiteRtCompiledModel* compiled_model);
+void LiteRtDestroyCompiledModel(LiteRtCompiledModel compiled_model);
+// The returned requirements stay owned by the compiled model.
+LiteRtStatus LiteRtGetCompiledModelInputBufferRequirements(
+    LiteRtCompiledModel compiled_model, LiteRtParamIndex signature_index,
+    LiteRtParamIndex input_index,
+    LiteRtTensorBufferRequirements* buffer_requirements);
+LiteRtStatus LiteRtGetCompiledModelOutputBufferRequirements(
+    LiteRtCompiledModel compiled_model, LiteRtParamIndex signature_index,
+    LiteRtParamIndex output_index,
+    LiteRtTensorBufferRequirements* buffer_requirements);
+LiteRtStatus LiteRtGetTensorBufferRequirementsBufferSize(
+    LiteRtTensorBufferRequirements requirements, size_t* buffer_size);
+
+// `host_buffer_addr` must be 64-byte aligned; a NULL deallocator leaves the
+// memory owned by the caller.
+LiteRtStatus LiteRtCreateTensorBufferFromHostMemory(
+    const LiteRtRankedTensorType* tensor_type, void* host_buffer_addr,
+    size_t host_buffer_size, void (*deallocator)(void*),
+    LiteRtTensorBuffer* buffer);
+void LiteRtDestroyTensorBuffer(LiteRtTensorBuffer buffer);
+
+LiteRtStatus LiteRtRunCompiledModel(LiteRtCompiledModel compiled_model,
+                                    LiteRtParamIndex signature_index,
+                                    size_t num_input_buffers,
+                                    LiteRtTensorBuffer* input_buffers,
+                                    size_t num_output_buffers,
+                                    LiteRtTensorBuffer* output_buffers);
+
+// ------------------------------------------------------------------ TFLite --
+
+typedef int TfLiteStatus;  // enum; 0 is kTfLiteOk
+enum { kTfLiteOk = 0 };
+typedef int TfLiteType;  // enum; same values as LiteRtElementType
+
+typedef struct TfLiteModel TfLiteModel;
+typedef struct TfLiteInterpreterOptions TfLiteInterpreterOptions;
+typedef struct TfLiteInterpreter TfLiteInterpreter;
+typedef struct TfLiteSignatureRunner TfLiteSignatureRunner;
+typedef struct TfLiteTensor TfLiteTensor;
+typedef struct TfLiteOpaqueDelegateStruct TfLiteOpaqueDelegate;
+
+const char* TfLiteVersion(void);
+
+TfLiteModel* TfLiteModelCreateFromFile(const char* model_path);
+// Verifies the flatbuffer and reports problems to `reporter`, not stderr.
+TfLiteModel* TfLiteModelCreateFromFileWithErrorReporter(
+    const char* model_path,
+    void (*reporter)(void* user_data, const char* format, va_list args),
+    void* user_data);
+void TfLiteModelDelete(TfLiteModel* model);
+
+TfLiteInterpreterOptions* TfLiteInterpreterOptionsCreate(void);
+void TfLiteInterpreterOptionsDelete(TfLiteInterpreterOptions* options);
+void TfLiteInterpreterOptionsSetNumThreads(TfLiteInterpreterOptions* options,
+                                           int32_t num_threads);
+void TfLiteInterpreterOptionsAddDelegate(TfLiteInterpreterOptions* options,
+                                         TfLiteOpaqueDelegate* delegate);
+
+TfLiteInterpreter* TfLiteInterpreterCreate(
+    const TfLiteModel* model, const TfLiteInterpreterOptions* options);
+void TfLiteInterpreterDelete(TfLiteInterpreter* interpreter);
+int32_t TfLiteInterpreterGetSignatureCount(const TfLiteInterpreter* interpreter);
+const char* TfLiteInterpreterGetSignatureKey(
+    const TfLiteInterpreter* interpreter, int32_t signature_index);
+TfLiteSignatureRunner* TfLiteInterpreterGetSignatureRunner(
+    const TfLiteInterpreter* interpreter, const char* signature_key);
+
+size_t TfLiteSignatureRunnerGetInputCount(const TfLiteSignatureRunner* runner);
+const char* TfLiteSignatureRunnerGetInputName(
+    const TfLiteSignatureRunner* runner, int32_t input_index);
+TfLiteTensor* TfLiteSignatureRunnerGetInputTensor(TfLiteSignatureRunner* runner,
+                                                  const char* input_name);
+size_t TfLiteSignatureRunnerGetOutputCount(const TfLiteSignatureRunner* runner);
+const char* TfLiteSignatureRunnerGetOutputName(
+    const TfLiteSignatureRunner* runner, int32_t output_index);
+const TfLiteTensor* TfLiteSignatureRunnerGetOutputTensor(
+    const TfLiteSignatureRunner* runner, const char* output_name);
+TfLiteStatus TfLiteSignatureRunnerAllocateTensors(
+    TfLiteSignatureRunner* runner);
+TfLiteStatus TfLiteSignatureRunnerInvoke(TfLiteSignatureRunner* runner);
+void TfLiteSignatureRunnerDelete(TfLiteSignatureRunner* runner);
+
+TfLiteType TfLiteTensorType(const TfLiteTensor* tensor);
+int32_t TfLiteTensorNumDims(const TfLiteTensor* tensor);
+int32_t TfLiteTensorDim(const TfLiteTensor* tensor, int32_t dim_index);
+size_t TfLiteTensorByteSize(const TfLiteTensor* tensor);
+void* TfLiteTensorData(const TfLiteTensor* tensor);
+
+// Only num_threads (offset 0 in every release) is touched. The real struct is
+// 64 bytes in 2.23 and has grown over time; it is returned through a hidden
+// pointer (sret) on x86-64 and arm64 alike, so declaring it larger than the
+// library's version keeps the callee's writes inside our storage.
+typedef struct TfLiteXNNPackDelegateOptions {
+  int32_t num_threads;
+  uint64_t reserved[31];  // 256 bytes in all, 8-byte aligned like the original
+} TfLiteXNNPackDelegateOptions;
+
+TfLiteXNNPackDelegateOptions TfLiteXNNPackDelegateOptionsDefault(void);
+TfLiteOpaqueDelegate* TfLiteXNNPackDelegateCreate(
+    const TfLiteXNNPackDelegateOptions* options);
+void TfLiteXNNPackDelegateDelete(TfLiteOpaqueDelegate* delegate);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif
+
+#endif  // LLM_RUNNER_LITERT_C_API_H_
