@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import signal
@@ -10,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from device_runners.transport import DeviceFacts, RunResult, Transport, cpu_mask
+from device_runners.transport import DeviceFacts, RunResult, Transport, cpu_mask, sha256_file
 
 # Grace between the device-side timeout (coreutils `timeout`) and our own kill of the process group.
 _BACKSTOP_S = 15
@@ -18,6 +19,9 @@ _BACKSTOP_S = 15
 
 class HostTransport(Transport):
     kind = "host"
+
+    def __init__(self) -> None:
+        self._sha_memo: dict[tuple, str] = {}
 
     def stage(self, local: Path) -> str:
         if not Path(local).is_file():
@@ -46,6 +50,22 @@ class HostTransport(Transport):
         # coreutils timeout exits 124 when it had to stop the command (137 when it needed SIGKILL).
         timed_out = proc.returncode in (124, 137) or seconds >= timeout + _BACKSTOP_S
         return RunResult(proc.returncode, out, err, seconds, timed_out)
+
+    def read_files(self, globs: Sequence[str]) -> dict[str, str]:
+        out = {}
+        for pattern in globs:
+            for path in sorted(glob.glob(pattern)):
+                if (text := _read(path)) is not None:
+                    out[path] = text
+        return out
+
+    def sha256(self, device_path: str) -> str:
+        path = Path(device_path)
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._sha_memo:  # a 4 GB model takes seconds to hash: once per session is enough
+            self._sha_memo[key] = sha256_file(path)
+        return self._sha_memo[key]
 
     def facts(self) -> DeviceFacts:
         cpus = sorted(os.sched_getaffinity(0))

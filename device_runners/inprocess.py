@@ -2,8 +2,11 @@
 
 Runs the same workload as the native runner (device_runners/native) and
 returns the same JSON fields, so the two can be compared on one file: reset
-the KV cache, prefill P prompt tokens, then D greedy decode steps, the first
-re-feeding the last prompt token at position P-1. As in the native
+the KV cache, prefill P prompt tokens, fill the cache to --depth with untimed
+prefill chunks, then D greedy decode steps, the first re-feeding the last
+filled token (at depth 0, the last prompt token at position P-1). The model
+is loaded twice (cold, then warm init) unless --no-warm-init; there is no
+bandwidth probe here ("bandwidth" is null). As in the native
 compiled_model path, one TensorBuffer per KV tensor is bound as both the
 signature's input and its output, so the cache is updated in place.
 
@@ -19,8 +22,10 @@ buffers' write/read copies, which are small next to a decode step.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.metadata
 import json
+import mmap
 import resource
 import sys
 import time
@@ -44,6 +49,27 @@ def _signature_keys(signatures: dict[str, Any]) -> tuple[str, str]:
     return prefill[0], "decode"
 
 
+def _default_token(position: int, vocab: int) -> int:
+    """Token at `position` of the default prompt; the --depth fill continues it past the prompt."""
+    return 1 + (position * 7919) % (vocab - 1)
+
+
+def weight_bytes(model_path: str | Path) -> int:
+    """Bytes of the constant buffers the model's tensors use (each buffer once: prefill and decode share
+    them), read from the flatbuffer through a read-only mapping, so the weights themselves are not read."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        model = schema.Model.GetRootAs(data, 0)
+        used = {model.Subgraphs(s).Tensors(t).Buffer()
+                for s in range(model.SubgraphsLength()) for t in range(model.Subgraphs(s).TensorsLength())}
+        total = 0
+        for index in used - {0}:  # buffer 0 is the empty sentinel
+            buffer = model.Buffers(index)
+            total += buffer.Size() or buffer.DataLength()  # Size: a buffer stored past the flatbuffer (> 2 GB)
+        return total
+
+
 def _vmhwm_kb() -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -54,6 +80,82 @@ def _vmhwm_kb() -> int | None:
     return None
 
 
+class _Loaded:
+    """One CompiledModel with its signature buffers bound, the KV buffers in place."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.options import CpuOptions, Options
+
+        model = CompiledModel.from_file(path, options=Options(cpu_options=CpuOptions(num_threads=threads)))
+        self.model = model
+        self.prefill_key, self.decode_key = _signature_keys(model.get_signature_list())
+        keys = (self.prefill_key, self.decode_key)
+        inputs = {key: model.get_input_tensor_details(key) for key in keys}
+        outputs = {key: model.get_output_tensor_details(key) for key in keys}
+        self.kv = {name: model.create_input_buffer_by_name(self.prefill_key, name)
+                   for name in inputs[self.prefill_key] if name.startswith(_KV_PREFIXES)}
+
+        def bind(key: str, details: dict[str, Any], create: Callable[[str, str], Any]) -> dict[str, Any]:
+            # The KV buffers serve as input and output of both signatures.
+            return {name: self.kv.get(name) or create(key, name) for name in details}
+
+        self.prefill_in = bind(self.prefill_key, inputs[self.prefill_key], model.create_input_buffer_by_name)
+        self.prefill_out = bind(self.prefill_key, outputs[self.prefill_key], model.create_output_buffer_by_name)
+        self.decode_in = bind(self.decode_key, inputs[self.decode_key], model.create_input_buffer_by_name)
+        self.decode_out = bind(self.decode_key, outputs[self.decode_key], model.create_output_buffer_by_name)
+        self.p = int(np.prod(inputs[self.prefill_key]["tokens"]["shape"]))
+        # [1, kv_len, heads, head_dim]
+        self.kv_len = int(inputs[self.prefill_key]["kv_cache_k_0"]["shape"][1])
+        self.vocab = int(np.prod(outputs[self.decode_key]["logits"]["shape"]))
+        self.kv_zeros = {name: np.zeros(inputs[self.prefill_key][name]["shape"], np.float32) for name in self.kv}
+        self.kv_cache_bytes = sum(z.nbytes for z in self.kv_zeros.values())
+        self.prefill_start = -1
+        self._set_prefill_start(0)
+
+    def _set_prefill_start(self, start: int) -> None:
+        if start != self.prefill_start:
+            self.prefill_in["input_pos"].write(np.arange(start, start + self.p, dtype=np.int32))
+            self.prefill_start = start
+
+    def reset_kv(self) -> None:
+        for name, buffer in self.kv.items():
+            buffer.write(self.kv_zeros[name])
+        self._set_prefill_start(0)  # here, untimed, rather than in the timed prefill after a --depth fill
+
+    def prefill(self, tokens: np.ndarray, start: int) -> None:
+        self.prefill_in["tokens"].write(tokens)
+        self._set_prefill_start(start)
+        self.model.run_by_name(self.prefill_key, self.prefill_in, self.prefill_out)
+
+    def decode(self, token: int, position: int) -> int:
+        self.decode_in["tokens"].write(np.array([token], np.int32))
+        self.decode_in["input_pos"].write(np.array([position], np.int32))
+        self.model.run_by_name(self.decode_key, self.decode_in, self.decode_out)
+        return int(np.argmax(self.decode_out["logits"].read(self.vocab, np.float32)))
+
+    def fill_to_depth(self, prompt: np.ndarray, depth: int) -> int:
+        """Untimed prefill chunks at P, 2P, ..., the last one ending at depth-1 (as llm_runner does);
+        returns the token at the position before decode starts."""
+        p = self.p
+
+        def token_at(position: int) -> int:
+            return int(prompt[position]) if position < p else _default_token(position, self.vocab)
+
+        filled = p
+        while filled < depth:
+            start = min(filled, depth - p)
+            self.prefill(np.array([token_at(start + i) for i in range(p)], np.int32), start)
+            filled = start + p
+        return token_at(max(p, depth) - 1)
+
+
+def _timed_load(path: str, threads: int) -> tuple[_Loaded, float]:
+    t0 = time.perf_counter()
+    loaded = _Loaded(path, threads)
+    return loaded, (time.perf_counter() - t0) * 1000.0
+
+
 def run_inprocess(
     model_path: str | Path,
     prefill: int | None = None,
@@ -62,74 +164,48 @@ def run_inprocess(
     warmup: int = 1,
     reps: int = 5,
     prompt_tokens: list[int] | None = None,
+    depth: int = 0,
+    warm_init: bool = True,
 ) -> dict[str, Any]:
     """Benchmarks `model_path` in this process; returns llm_runner's JSON fields.
 
-    `prefill`, when given, must equal the prefill signature's length.
+    `prefill`, when given, must equal the prefill signature's length; decode starts at max(P, depth).
     """
-    from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.options import CpuOptions, Options
-
     path = str(model_path)
-    t0 = time.perf_counter()
-    model = CompiledModel.from_file(
-        path, options=Options(cpu_options=CpuOptions(num_threads=threads))
-    )
-    prefill_key, decode_key = _signature_keys(model.get_signature_list())
-
-    inputs = {key: model.get_input_tensor_details(key) for key in (prefill_key, decode_key)}
-    outputs = {key: model.get_output_tensor_details(key) for key in (prefill_key, decode_key)}
-    kv = {
-        name: model.create_input_buffer_by_name(prefill_key, name)
-        for name in inputs[prefill_key]
-        if name.startswith(_KV_PREFIXES)
-    }
-
-    def bind(key: str, details: dict[str, Any], create: Callable[[str, str], Any]) -> dict[str, Any]:
-        # The KV buffers serve as input and output of both signatures.
-        return {name: kv.get(name) or create(key, name) for name in details}
-
-    prefill_in = bind(prefill_key, inputs[prefill_key], model.create_input_buffer_by_name)
-    prefill_out = bind(prefill_key, outputs[prefill_key], model.create_output_buffer_by_name)
-    decode_in = bind(decode_key, inputs[decode_key], model.create_input_buffer_by_name)
-    decode_out = bind(decode_key, outputs[decode_key], model.create_output_buffer_by_name)
-    p = int(np.prod(inputs[prefill_key]["tokens"]["shape"]))
-    kv_len = int(inputs[prefill_key]["kv_cache_k_0"]["shape"][1])  # [1, kv_len, heads, head_dim]
-    vocab = int(np.prod(outputs[decode_key]["logits"]["shape"]))
-    prefill_in["input_pos"].write(np.arange(p, dtype=np.int32))
-    kv_zeros = {name: np.zeros(inputs[prefill_key][name]["shape"], np.float32) for name in kv}
-    init_ms = (time.perf_counter() - t0) * 1000.0
-
+    m, init_ms = _timed_load(path, threads)
+    p, vocab = m.p, m.vocab
     if prefill is not None and prefill != p:
         raise ValueError(f"--prefill {prefill} does not match the model's prefill length {p}")
-    if p + decode > kv_len:
-        raise ValueError(f"prefill {p} + decode {decode} exceeds the KV cache length {kv_len}")
+    if max(p, depth) + decode > m.kv_len:
+        what = f"depth {depth}" if depth > p else f"prefill {p}"
+        raise ValueError(f"{what} + decode {decode} exceeds the KV cache length {m.kv_len}")
     if prompt_tokens is None:
-        prompt = np.array([1 + (i * 7919) % (vocab - 1) for i in range(p)], np.int32)
+        prompt = np.array([_default_token(i, vocab) for i in range(p)], np.int32)
     elif len(prompt_tokens) != p or not all(0 <= t < vocab for t in prompt_tokens):
         raise ValueError(f"--prompt-tokens needs {p} tokens in [0, {vocab})")
     else:
         prompt = np.array(prompt_tokens, np.int32)
+    init_warm_ms = None
+    if warm_init:
+        del m  # the first instance goes before the second is built, or both are resident
+        gc.collect()
+        m, init_warm_ms = _timed_load(path, threads)
 
     samples = []
     tokens: list[int] = []
     for rep in range(warmup + reps):
-        for name, buffer in kv.items():
-            buffer.write(kv_zeros[name])
+        m.reset_kv()
         tokens = []
         start = time.perf_counter()
-        prefill_in["tokens"].write(prompt)
-        model.run_by_name(prefill_key, prefill_in, prefill_out)
+        m.prefill(prompt, 0)
         prefill_s = time.perf_counter() - start
 
-        token, pos = int(prompt[-1]), p - 1
+        token = m.fill_to_depth(prompt, depth)
+        pos = max(p, depth) - 1
         decode_s = first_step_s = 0.0
         for step in range(decode):
             step_start = time.perf_counter()
-            decode_in["tokens"].write(np.array([token], np.int32))
-            decode_in["input_pos"].write(np.array([pos], np.int32))
-            model.run_by_name(decode_key, decode_in, decode_out)
-            token = int(np.argmax(decode_out["logits"].read(vocab, np.float32)))
+            token = m.decode(token, pos)
             step_s = time.perf_counter() - step_start
             if step == 0:
                 first_step_s = step_s
@@ -146,6 +222,7 @@ def run_inprocess(
                     "ttft_ms": (prefill_s + first_step_s) * 1000.0,
                 }
             )
+    peak_rss_kb, vmhwm_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, _vmhwm_kb()
 
     return {
         "runner": "inprocess",
@@ -158,15 +235,20 @@ def run_inprocess(
         "threads": threads,
         "prefill_len": p,
         "decode_len": decode,
-        "kv_len": kv_len,
+        "depth": depth,
+        "kv_len": m.kv_len,
         "vocab": vocab,
-        "num_layers": sum(name.startswith("kv_cache_k_") for name in kv),
+        "num_layers": sum(name.startswith("kv_cache_k_") for name in m.kv),
+        "kv_cache_bytes": m.kv_cache_bytes,
+        "weight_bytes": weight_bytes(path),
         "warmup": warmup,
         "init_ms": init_ms,
+        "init_warm_ms": init_warm_ms,
         "samples": samples,
         "tokens": tokens,
-        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "vmhwm_kb": _vmhwm_kb(),
+        "peak_rss_kb": peak_rss_kb,
+        "vmhwm_kb": vmhwm_kb,
+        "bandwidth": None,  # no probe in the yardstick; llm_runner measures it
         "xnnpack": True,
     }
 
@@ -176,6 +258,16 @@ def _token_list(text: str) -> list[int]:
         return [int(t) for t in text.split(",")]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not a comma-separated token list: {text!r}") from e
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expects an integer >= 0, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,14 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--api", choices=["compiled_model"], default="compiled_model")
     parser.add_argument("--prompt-tokens", type=_token_list)
+    parser.add_argument("--depth", type=_non_negative, default=0)
+    # Accepted so the harness can call either runner with one argv; the probe lives in llm_runner only.
+    parser.add_argument("--bandwidth-probe-mb", type=_non_negative, default=256)
+    parser.add_argument("--no-warm-init", dest="warm_init", action="store_false")
     args = parser.parse_args(argv)
     if not Path(args.model).is_file():
         print(f"error: cannot load model file '{args.model}': no such file", file=sys.stderr)
         return 3
     try:
-        result = run_inprocess(
-            args.model, args.prefill, args.decode, args.threads, args.warmup, args.reps, args.prompt_tokens
-        )
+        result = run_inprocess(args.model, args.prefill, args.decode, args.threads, args.warmup, args.reps,
+                               args.prompt_tokens, args.depth, args.warm_init)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

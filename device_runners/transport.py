@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+
+from device_runners.device_state import STATE_GLOBS, DeviceState, parse_state
 
 
 @dataclasses.dataclass
@@ -50,6 +53,17 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def facts(self) -> DeviceFacts: ...
 
+    @abc.abstractmethod
+    def read_files(self, globs: Sequence[str]) -> dict[str, str]:
+        """{path: text} of every existing, readable file matching the globs (device state, facts)."""
+
+    @abc.abstractmethod
+    def sha256(self, device_path: str) -> str:
+        """sha256 of a file as it is on the device: provenance names the bytes that actually ran."""
+
+    def state(self) -> DeviceState:
+        return parse_state(self.read_files(STATE_GLOBS))
+
     def close(self) -> None:  # noqa: B027 - optional hook: transports with remote state clean up here
         pass
 
@@ -61,3 +75,11 @@ def cpu_mask(cpus: Sequence[int]) -> str:
 
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -18,8 +18,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from device_runners.transport import sha256_file
 from harness.paths import cache_root
-from models.spec import ModelSpec
+from models.spec import ModelSpec, compute_profile
 
 QUANTS = ("none", "fp16", "weight_only_int8", "dynamic_int8", "dynamic_int4_block32", "dynamic_int4_block128")
 # Bump when harness/convert.py changes what it writes.
@@ -79,7 +80,11 @@ def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artif
     folder = cache_root() / "artifacts" / f"{spec.name}-{recipe.quant}-p{recipe.prefill_len}-kv{recipe.kv_len}-{key}"
     model_path, meta_path = folder / "model.tflite", folder / "meta.json"
     if model_path.is_file() and meta_path.is_file():
-        return Artifact(model_path, json.loads(meta_path.read_text()))
+        meta = json.loads(meta_path.read_text())
+        if "compute" not in meta:  # cached by a harness before roofline figures: add them, bytes unchanged
+            meta["compute"] = compute_profile(spec.config(), recipe.prefill_len, recipe.kv_len)
+            meta_path.write_text(json.dumps(meta, indent=2))
+        return Artifact(model_path, meta)
 
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / "model.tflite.partial"
@@ -115,17 +120,10 @@ def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artif
         # ru_maxrss of waited-for children: the largest child so far, i.e. this conversion unless an
         # earlier child of this process was larger.
         "convert_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "compute": compute_profile(spec.config(), recipe.prefill_len, recipe.kv_len),
     }
     meta_path.write_text(json.dumps(meta, indent=2))
     partial.rename(model_path)
     print(f"converted {spec.name} {recipe.quant} in {seconds:.1f} s → {model_path} "
           f"({meta['bytes'] / 2**20:.1f} MiB)", file=log, flush=True)
     return Artifact(model_path, meta)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

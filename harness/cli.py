@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="host", help=f"one of: {', '.join(known_devices())} [host]")
     _add_lengths(b, None)
     b.add_argument("--threads", type=int, default=4, help="threads (at most the device's cores) [4]")
+    b.add_argument("--depth", type=int, default=0, help="KV positions filled before the timed decode [0]")
+    b.add_argument("--cpus", default=None, help="pin to these cores (e.g. 4-7) instead of the fastest")
+    b.add_argument("--bandwidth-probe-mb", type=int, default=1024, help="bandwidth probe size; 0: none [1024]")
     b.add_argument("--reps", type=int, default=5, help="measured repetitions [5]")
     b.add_argument("--warmup", type=int, default=1, help="discarded warmup repetitions [1]")
     b.add_argument("--runner-bin", type=Path, default=None, help="a prebuilt runner binary")
@@ -76,22 +79,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from device_runners.build import build_runner, prebuilt_runner
     from device_runners.device import open_device
     from harness.measure import RunnerError, Workload, bench
+    from harness.session import parse_cpus
     from reports.table import format_table
 
     device = open_device(args.device)
     model = args.artifact
     if not model.is_file():
         raise CliError(f"model file '{model}' does not exist")
-    prefill = args.prefill or _prefill_from_meta(model)
+    meta = _meta(model)
+    prefill = args.prefill or meta.get("prefill_len")
+    if not prefill:
+        raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
     runner = prebuilt_runner(args.runner_bin, device.profile.runner_target) if args.runner_bin \
         else build_runner(device.profile.runner_target)
     try:
-        result = bench(device, runner, model, Workload(prefill, args.decode, args.threads, args.warmup, args.reps),
-                       args.timeout)
+        cpus = parse_cpus(args.cpus) if args.cpus else None
+        workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, cpus,
+                            args.bandwidth_probe_mb)
+        result = bench(device, runner, model, workload, args.timeout, meta.get("compute"))
     except RunnerError as e:
         # The runner's exit code 3 means it could not load the model: its own line names the file.
         raise CliError(e.load_error or str(e)) from None
-    result["device"] = dataclasses.asdict(device.facts)
     result["samples"] = result["runner"]["samples"]
     if args.json:
         json.dump(result, sys.stdout, indent=2)
@@ -106,11 +114,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(format_table(pd.DataFrame([row])))
 
 
-def _prefill_from_meta(model: Path) -> int:
+def _meta(model: Path) -> dict:
+    """The harness's meta.json beside an artifact it converted (lengths, FLOP counts), else {}."""
     meta = model.with_name("meta.json")
-    if meta.is_file():
-        return int(json.loads(meta.read_text())["prefill_len"])
-    raise CliError(f"--prefill is needed for '{model}': it has no meta.json beside it (not converted by the harness)")
+    return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -1,6 +1,8 @@
 """One measurement: the native runner on a device, over one artifact and workload, summarized.
 
-The runner prints every repetition's figures; this module keeps all samples and adds medians and spread.
+The runner prints every repetition's figures; this module keeps all samples, adds medians, spread and a
+stability verdict (harness.stats), roofline figures (harness.roofline), the device's state before and after,
+and provenance: which bytes ran, where, built from which commit, by which exact command.
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device_runners.device import Device
+from device_runners.device_state import changes
 from device_runners.transport import tail
 from harness import stats
+from harness.provenance import HARNESS_VERSION, git_commit
+from harness.roofline import roofline
 
 if TYPE_CHECKING:
     from device_runners.build import RunnerBuild
 
 # Metrics taken per repetition by the runner, summarized here; the rest (init, memory) are per process.
 SAMPLED = ("prefill_tok_s", "decode_tok_s", "ttft_ms")
+# The runner's exit code when it cannot load the model file (its last stderr line names the file).
+EXIT_BAD_MODEL = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,16 +37,18 @@ class Workload:
     threads: int = 4
     warmup: int = 1
     reps: int = 5
+    depth: int = 0  # KV positions filled before the timed decode (llama-bench's -d)
+    cpus: tuple[int, ...] | None = None  # pin to these cores instead of the device's fastest
+    # 0: no bandwidth probe. Smaller probes under-read this host's bandwidth (256 MiB: below what decode streams).
+    bandwidth_probe_mb: int = 1024
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            minimum = 0 if field.name == "warmup" else 1
-            if getattr(self, field.name) < minimum:
-                raise ValueError(f"{field.name} must be >= {minimum}, got {getattr(self, field.name)}")
-
-
-# The runner's exit code when it cannot load the model file (its last stderr line names the file).
-EXIT_BAD_MODEL = 3
+        for name in ("prefill_len", "decode_len", "threads", "reps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "depth", "bandwidth_probe_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 class RunnerError(RuntimeError):
@@ -57,29 +66,39 @@ class RunnerError(RuntimeError):
         return lines[-1] if self.exit_code == EXIT_BAD_MODEL and lines else None
 
 
-def bench(device: Device, runner: RunnerBuild, model: Path, workload: Workload,
-          timeout: float = 600.0) -> dict:
+def bench(device: Device, runner: RunnerBuild, model: Path, workload: Workload, timeout: float = 600.0,
+          compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> dict:
     """Run the native runner once (warmup + reps inside) and return its JSON plus summaries and context."""
     binary = device.transport.stage(runner.binary)
-    device.transport.stage(runner.runtime_lib)  # RUNPATH $ORIGIN: the library sits next to the binary
-    return run_benchmark(device, [binary], model, workload, timeout)
+    lib = device.transport.stage(runner.runtime_lib)  # RUNPATH $ORIGIN: the library sits next to the binary
+    result = run_benchmark(device, [binary], model, workload, timeout, compute, cv_limit_pct)
+    result["provenance"]["sha256"] |= {"runner": device.transport.sha256(binary),
+                                       "runtime_lib": device.transport.sha256(lib)}
+    return result
 
 
-def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: float = 600.0) -> dict:
+def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: float = 600.0,
+                    compute: dict | None = None) -> dict:
     """The yardstick: the same workload in LiteRT's Python CompiledModel loop (KV in place), host only."""
     if device.transport.kind != "host":
         raise ValueError(f"the in-process LiteRT loop runs on the host only, not on {device.name}")
-    return run_benchmark(device, [sys.executable, "-m", "device_runners.inprocess"], model, workload, timeout)
+    program = [sys.executable, "-m", "device_runners.inprocess"]
+    return run_benchmark(device, program, model, dataclasses.replace(workload, bandwidth_probe_mb=0), timeout,
+                         compute)
 
 
-def run_benchmark(device: Device, program: list[str], model: Path, workload: Workload, timeout: float) -> dict:
+def run_benchmark(device: Device, program: list[str], model: Path, workload: Workload, timeout: float,
+                  compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> dict:
     """Run a program that speaks the runner's command line and prints its JSON, pinned and under a timeout."""
-    threads = device.threads_for(workload.threads)
-    cpus = device.cpus_for(threads)
-    argv = [*program, "--model", device.transport.stage(model), "--prefill", workload.prefill_len,
+    cpus = list(workload.cpus) if workload.cpus else device.cpus_for(device.threads_for(workload.threads))
+    threads = min(workload.threads, len(cpus))
+    model_on_device = device.transport.stage(model)
+    argv = [*program, "--model", model_on_device, "--prefill", workload.prefill_len,
             "--decode", workload.decode_len, "--threads", threads, "--warmup", workload.warmup,
-            "--reps", workload.reps]
+            "--reps", workload.reps, "--depth", workload.depth, "--bandwidth-probe-mb", workload.bandwidth_probe_mb]
+    before = device.transport.state()
     result = device.transport.run(argv, timeout=timeout, cpus=cpus)
+    after = device.transport.state()
     command = shlex.join(str(a) for a in argv)
     if result.timed_out:
         raise RunnerError(f"runner timed out after {timeout:g} s on {device.name}: {command}\n"
@@ -92,18 +111,54 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
     except json.JSONDecodeError as e:
         raise RunnerError(f"runner printed no valid JSON ({e}) on {device.name}\n"
                           f"stdout tail:\n{tail(result.stdout)}\nstderr tail:\n{tail(result.stderr)}") from None
-    return summarize(out) | {"command": command, "cpus": cpus, "threads": threads}
+
+    summary = summarize(out, compute, cv_limit_pct)
+    warnings = changes(before, after, cpus) + [
+        f"{name}: unstable ({summary['spread'][name]['verdict']})"
+        for name in ("prefill_tok_s", "decode_tok_s") if not summary["spread"][name]["stable"]]
+    return summary | {
+        "command": command, "cpus": cpus, "threads": threads, "depth": workload.depth,
+        "stable": all(summary["spread"][n]["stable"] for n in ("prefill_tok_s", "decode_tok_s")),
+        "warnings": warnings,
+        "device_state": {"before": dataclasses.asdict(before), "after": dataclasses.asdict(after)},
+        "provenance": {
+            "device": dataclasses.asdict(device.facts),
+            "runtime_version": out.get("runtime_version"), "runner_version": out.get("runner_version"),
+            "harness_version": HARNESS_VERSION, "harness_git_commit": git_commit(),
+            "sha256": {"model": device.transport.sha256(model_on_device)},
+            "command": command,
+        },
+    }
 
 
-def summarize(runner_json: dict) -> dict:
-    """Medians (named as the CLI and store name them) and spread next to the runner's own document."""
+def summarize(runner_json: dict, compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> dict:
+    """Medians (named as the CLI and store name them), spread and roofline next to the runner's document."""
     samples = runner_json["samples"]
-    summary = {name: stats.summarize([s[name] for s in samples]) for name in SAMPLED}
-    peak_kb = max(v for v in (runner_json.get("peak_rss_kb"), runner_json.get("vmhwm_kb")) if v is not None)
+    spread = {name: stats.summarize([s[name] for s in samples], cv_limit_pct) for name in SAMPLED}
+    # VmHWM first: ru_maxrss can carry the launching process's high-water mark across exec.
+    peak_kb = runner_json.get("vmhwm_kb") or runner_json["peak_rss_kb"]
+    prefill_s = stats.summarize([s["prefill_s"] for s in samples])["median"]
     return {
-        **{name: summary[name]["median"] for name in SAMPLED},
+        **{name: spread[name]["median"] for name in SAMPLED},
         "init_ms": runner_json["init_ms"],
+        "init_warm_ms": runner_json.get("init_warm_ms"),
         "peak_rss_mb": peak_kb / 1024,
-        "spread": summary,
+        "spread": spread,
+        "roofline": roofline(runner_json, spread["decode_tok_s"]["median"], prefill_s, compute),
         "runner": runner_json,
     }
+
+
+def cooldown(device: Device, baseline_c: float | None, tolerance_c: float = 2.0, max_wait_s: float = 60.0,
+             poll_s: float = 1.0) -> float:
+    """Wait until the device's hottest zone is back within tolerance of its session baseline, at most
+    max_wait_s; the seconds waited. Devices without thermal zones (most VMs) are not waited for."""
+    import time
+
+    start = time.monotonic()
+    while baseline_c is not None and time.monotonic() - start < max_wait_s:
+        now = device.transport.state().max_temp_c()
+        if now is None or now <= baseline_c + tolerance_c:
+            break
+        time.sleep(poll_s)
+    return time.monotonic() - start

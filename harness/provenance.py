@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from harness import __version__
 HARNESS_VERSION = __version__
 
 
+@functools.cache
 def git_commit(repo: Path | None = None) -> str | None:
     repo = repo or Path(__file__).resolve().parent.parent
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.session import BenchSession, Cell, Settings
+from harness.session import BenchSession, Cell, Settings, parse_cpus
 
 SETTINGS = pytest.StashKey[Settings]()
 SESSION = pytest.StashKey[BenchSession]()
@@ -36,9 +36,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--models", default=",".join(_DEFAULTS.models), help="model families, comma-separated")
     g.addoption("--quant", default=",".join(_DEFAULTS.quants), help="quantization recipes, comma-separated")
     g.addoption("--size", default=_DEFAULTS.size, help="tiny (CI-sized) or full (published config) [tiny]")
-    g.addoption("--prefill", default="128", help="prefill length(s) [128]")
+    g.addoption("--prefill", default="128,512", help="prefill length(s) [128,512]")
     g.addoption("--decode", default="128", help="decode length(s) [128]")
+    g.addoption("--depth", default="0", help="KV positions filled before the timed decode, list [0]")
     g.addoption("--threads", default="4", help="threads; fewer where the device has fewer cores [4]")
+    g.addoption("--cpus", default=None, help="pin to these cores (e.g. 4-7 or 0,2) instead of the fastest ones")
+    g.addoption("--bandwidth-probe-mb", type=int, default=_DEFAULTS.bandwidth_probe_mb,
+                help="size of the runner's memory-bandwidth probe; 0 disables the roofline share [1024]")
+    g.addoption("--cv-limit", type=float, default=_DEFAULTS.cv_limit_pct,
+                help="CV (%%) above which a figure is flagged unstable [3]")
+    g.addoption("--cooldown", type=float, default=_DEFAULTS.cooldown_s,
+                help="most seconds to wait between cells for temperatures to settle [60]")
     g.addoption("--reps", type=int, default=_DEFAULTS.reps, help="measured repetitions per cell [5]")
     g.addoption("--warmup", type=int, default=_DEFAULTS.warmup, help="discarded warmup repetitions [1]")
     g.addoption("--checkpoint-dir", default=None, help="local HF safetensors checkpoint (else seeded random weights)")
@@ -50,6 +58,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                    "[results/results.db]")
     g.addoption("--report", default=None, help="folder for the HTML report [results/]")
     g.addoption("--run-label", default=None, help="label stored with the run")
+
+
+def _cpus(value: str | None) -> tuple[int, ...] | None:
+    try:
+        return parse_cpus(value) if value else None
+    except ValueError as e:
+        raise pytest.UsageError(f"--cpus: {e}") from None
 
 
 def settings_from(config: pytest.Config) -> Settings:
@@ -67,9 +82,12 @@ def settings_from(config: pytest.Config) -> Settings:
         if bad or not given:
             raise pytest.UsageError(f"{option}: unknown {', '.join(map(repr, bad)) or 'empty value'}; "
                                     f"valid: {', '.join(valid)}")
-    for option in ("--reps", "--warmup"):
-        if opt(option) < (1 if option == "--reps" else 0):
-            raise pytest.UsageError(f"{option} must be >= {1 if option == '--reps' else 0}")
+    for option, minimum in (("--reps", 1), ("--warmup", 0), ("--bandwidth-probe-mb", 0), ("--cooldown", 0)):
+        if opt(option) < minimum:
+            raise pytest.UsageError(f"{option} must be >= {minimum}")
+    depth = tuple(int(v) for v in _csv(opt("--depth"))) if opt("--depth").replace(",", "").isdigit() else None
+    if not depth:
+        raise pytest.UsageError(f"--depth takes comma-separated whole numbers >= 0, got {opt('--depth')!r}")
     ckpt = opt("--checkpoint-dir")
     if ckpt and not Path(ckpt).is_dir():
         raise pytest.UsageError(f"--checkpoint-dir {ckpt!r} is not a directory")
@@ -80,7 +98,9 @@ def settings_from(config: pytest.Config) -> Settings:
     return Settings(
         devices=choices["--device"][0], models=choices["--models"][0], quants=choices["--quant"][0],
         size=opt("--size"), prefill=_ints("--prefill", opt("--prefill")), decode=_ints("--decode", opt("--decode")),
-        threads=_ints("--threads", opt("--threads")), warmup=opt("--warmup"), reps=opt("--reps"),
+        threads=_ints("--threads", opt("--threads")), warmup=opt("--warmup"), reps=opt("--reps"), depth=depth,
+        cpus=_cpus(opt("--cpus")), bandwidth_probe_mb=opt("--bandwidth-probe-mb"),
+        cv_limit_pct=opt("--cv-limit"), cooldown_s=opt("--cooldown"),
         checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=opt("--seed"),
         runner_bin=Path(runner_bin).resolve() if runner_bin else None, runner_timeout=opt("--runner-timeout"),
         results_db=opt("--results-db") or str(root / "results" / "results.db"),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from device_runners.device import Device, open_device
 from harness.artifacts import Recipe, ensure_artifact, kv_len_for
-from harness.measure import Workload, bench
+from harness.measure import Workload, bench, cooldown
 from harness.provenance import HARNESS_VERSION, git_commit
 from harness.store import Store
 from models.registry import get_spec
@@ -31,10 +31,17 @@ class Cell:
     prefill: int
     decode: int
     threads: int
+    depth: int = 0
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.size}-{self.quant}-{self.device}-p{self.prefill}-d{self.decode}-t{self.threads}"
+        depth = f"-depth{self.depth}" if self.depth else ""
+        lengths = f"p{self.prefill}-d{self.decode}{depth}-t{self.threads}"
+        return f"{self.model}-{self.size}-{self.quant}-{self.device}-{lengths}"
+
+    @property
+    def kv_len(self) -> int:
+        return kv_len_for(max(self.prefill, self.depth), self.decode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +50,16 @@ class Settings:
     models: tuple[str, ...] = ("tinyllama",)
     quants: tuple[str, ...] = ("none", "fp16", "dynamic_int8", "dynamic_int4_block32")
     size: str = "tiny"
-    prefill: tuple[int, ...] = (128,)
+    prefill: tuple[int, ...] = (128, 512)
     decode: tuple[int, ...] = (128,)
     threads: tuple[int, ...] = (4,)
+    depth: tuple[int, ...] = (0,)
+    cpus: tuple[int, ...] | None = None  # pin here instead of the device's fastest cores
     warmup: int = 1
     reps: int = 5
+    bandwidth_probe_mb: int = 1024
+    cv_limit_pct: float = 3.0
+    cooldown_s: float = 60.0  # most seconds to wait between cells for temperatures to settle
     checkpoint_dir: Path | None = None
     seed: int = 1234
     runner_bin: Path | None = None
@@ -57,8 +69,26 @@ class Settings:
     label: str | None = None
 
     def cells(self) -> list[Cell]:
-        return [Cell(m, self.size, q, d, p, n, t) for m, q, d, p, n, t in
-                itertools.product(self.models, self.quants, self.devices, self.prefill, self.decode, self.threads)]
+        return [Cell(m, self.size, q, d, p, n, t, k) for m, q, d, p, n, t, k in itertools.product(
+            self.models, self.quants, self.devices, self.prefill, self.decode, self.threads, self.depth)]
+
+    def workload(self, cell: Cell) -> Workload:
+        return Workload(cell.prefill, cell.decode, cell.threads, self.warmup, self.reps, cell.depth, self.cpus,
+                        self.bandwidth_probe_mb)
+
+
+def parse_cpus(value: str) -> tuple[int, ...]:
+    """'4-7' or '0,2,5-6' → sorted core numbers."""
+    cpus: set[int] = set()
+    try:
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise ValueError(f"takes core numbers and ranges like 4-7 or 0,2, got {value!r}") from None
+    if not cpus:
+        raise ValueError(f"names no core: {value!r}")
+    return tuple(sorted(cpus))
 
 
 class BenchSession:
@@ -70,6 +100,7 @@ class BenchSession:
         self.run_id: int | None = None
         self._devices: dict[str, Device] = {}
         self._runners: dict[str, RunnerBuild] = {}
+        self._baseline_temp: dict[str, float | None] = {}  # per device, taken before its first cell
 
     @property
     def store(self) -> Store:
@@ -81,6 +112,7 @@ class BenchSession:
     def device(self, name: str) -> Device:
         if name not in self._devices:
             self._devices[name] = open_device(name)
+            self._baseline_temp[name] = self._devices[name].transport.state().max_temp_c()
         return self._devices[name]
 
     def runner_for(self, device: Device) -> RunnerBuild:
@@ -97,27 +129,33 @@ class BenchSession:
     def measure(self, cell: Cell) -> dict:
         """Convert (cached), run and store one cell; a failure is stored too, then re-raised."""
         row = {"model": f"{cell.model}-{cell.size}", "quant": cell.quant, "device": cell.device,
-               "prefill_len": cell.prefill, "decode_len": cell.decode}
+               "prefill_len": cell.prefill, "decode_len": cell.decode, "depth": cell.depth}
         store, run_id = self.store, self.run_id
         try:
             spec = get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
-            recipe = Recipe(cell.quant, cell.prefill, kv_len_for(cell.prefill, cell.decode))
-            artifact = ensure_artifact(spec, recipe, log=self.log)
+            artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, cell.kv_len), log=self.log)
             row |= {"artifact_sha256": artifact.sha256, "artifact_bytes": artifact.meta["bytes"]}
             device = self.device(cell.device)
-            workload = Workload(cell.prefill, cell.decode, cell.threads, self.settings.warmup, self.settings.reps)
-            result = bench(device, self.runner_for(device), artifact.path, workload, self.settings.runner_timeout)
+            waited = cooldown(device, self._baseline_temp[cell.device], max_wait_s=self.settings.cooldown_s)
+            result = bench(device, self.runner_for(device), artifact.path, self.settings.workload(cell),
+                           self.settings.runner_timeout, artifact.meta.get("compute"), self.settings.cv_limit_pct)
         except BaseException as e:  # Ctrl-C included: record what happened to this cell, keep the rest
             store.add_result(run_id, row | {"status": "failed", "error": f"{type(e).__name__}: {e}"})
             raise
-        spread = result["spread"]
+        spread, roof = result["spread"], result["roofline"]
         row |= {
-            "status": "ok", "threads": result["threads"],
-            **{k: result[k] for k in ("prefill_tok_s", "decode_tok_s", "ttft_ms", "init_ms", "peak_rss_mb")},
+            "status": "ok", "threads": result["threads"], "cpus": ",".join(map(str, result["cpus"])),
+            **{k: result[k] for k in ("prefill_tok_s", "decode_tok_s", "ttft_ms", "init_ms", "init_warm_ms",
+                                      "peak_rss_mb", "stable")},
             "prefill_cv_pct": spread["prefill_tok_s"]["cv_pct"], "decode_cv_pct": spread["decode_tok_s"]["cv_pct"],
+            "decode_ci_low": spread["decode_tok_s"]["ci95"][0], "decode_ci_high": spread["decode_tok_s"]["ci95"][1],
+            "warnings": "\n".join(result["warnings"]) or None,
+            **{k: roof[k] for k in ("bandwidth_gb_s", "decode_bandwidth_share", "prefill_gflop_s")},
         }
-        data = {"spread": spread, "runner": result["runner"], "command": result["command"], "cpus": result["cpus"],
-                "device_facts": dataclasses.asdict(device.facts), "artifact": artifact.meta}
+        data = {key: result[key] for key in ("spread", "roofline", "runner", "command", "cpus", "device_state",
+                                             "provenance", "warnings")}
+        data |= {"device_facts": dataclasses.asdict(device.facts), "artifact": artifact.meta,
+                 "cooldown_s": round(waited, 2)}
         store.add_result(run_id, row, data)
         return result
 

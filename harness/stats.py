@@ -1,4 +1,9 @@
-"""Statistics of repeated measurements, in one place for the suites, the gate and the reports."""
+"""Statistics of repeated measurements, in one place for the suites, the gate and the reports.
+
+Every figure the harness reports is a median over repetitions (warmup discarded by the runner), with its
+spread: MAD and standard deviation, the coefficient of variation, a bootstrap 95 % confidence interval of the
+median, the samples that look like outliers, and a verdict on whether the figure is stable enough to trust.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,78 @@ import math
 import statistics
 from collections.abc import Sequence
 
+import numpy as np
 
-def summarize(samples: Sequence[float]) -> dict[str, float | int | None]:
-    """Median and spread of one metric's samples (warmup already discarded by the runner)."""
+# A figure whose samples spread more than this (CV, %) is not a clean measurement.
+CV_LIMIT_PCT = 3.0
+# Robust z-score (|x - median| / (1.4826 · MAD)) above which a sample is flagged as an outlier.
+OUTLIER_Z = 3.5
+# Share of outliers above which the whole figure is unstable (one stray sample of ten is tolerated).
+OUTLIER_SHARE_LIMIT = 0.15
+_MAD_TO_SIGMA = 1.4826  # MAD × this estimates σ for normally distributed samples
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def mad(xs: Sequence[float]) -> float:
+    """Median absolute deviation from the median (unscaled)."""
+    med = statistics.median(xs)
+    return statistics.median(abs(x - med) for x in xs)
+
+
+def bootstrap_ci(xs: Sequence[float], level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median (seeded: the same samples give the same CI)."""
+    data = np.asarray(xs, dtype=float)
+    if len(data) < 2:
+        return (float(data[0]), float(data[0]))
+    rng = np.random.default_rng(seed)
+    medians = np.median(data[rng.integers(0, len(data), size=(resamples, len(data)))], axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def outliers(xs: Sequence[float], z: float = OUTLIER_Z) -> list[int]:
+    """Indices of samples whose robust z-score exceeds z (none when the MAD is zero)."""
+    med, spread = statistics.median(xs), mad(xs) * _MAD_TO_SIGMA
+    if spread == 0:
+        return []
+    return [i for i, x in enumerate(xs) if abs(x - med) / spread > z]
+
+
+def verdict(n: int, cv_pct: float, n_outliers: int, cv_limit_pct: float = CV_LIMIT_PCT) -> tuple[bool, str]:
+    """(stable, reason). Too few samples, a wide spread or many outliers make a figure untrustworthy."""
+    if n < 3:
+        return False, f"only {n} sample(s): at least 3 are needed to judge the spread"
+    if math.isnan(cv_pct) or cv_pct > cv_limit_pct:
+        return False, f"CV {cv_pct:.1f} % exceeds {cv_limit_pct:g} %"
+    if n_outliers / n > OUTLIER_SHARE_LIMIT:
+        return False, f"{n_outliers} of {n} samples are outliers"
+    return True, f"CV {cv_pct:.1f} % within {cv_limit_pct:g} %"
+
+
+def summarize(samples: Sequence[float], cv_limit_pct: float = CV_LIMIT_PCT) -> dict:
+    """Median and spread of one metric's samples, with a stability verdict."""
     xs = [float(x) for x in samples]
     if not xs:
         raise ValueError("no samples to summarize")
-    median = statistics.median(xs)
     mean = statistics.fmean(xs)
     stdev = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    cv_pct = 100.0 * stdev / mean if mean else math.nan
+    flagged = outliers(xs)
+    stable, reason = verdict(len(xs), cv_pct, len(flagged), cv_limit_pct)
+    ci_low, ci_high = bootstrap_ci(xs)
     return {
         "n": len(xs),
-        "median": median,
+        "median": statistics.median(xs),
         "mean": mean,
         "stdev": stdev,
-        "cv_pct": 100.0 * stdev / mean if mean else math.nan,
+        "mad": mad(xs),
+        "cv_pct": cv_pct,
+        "ci95": [ci_low, ci_high],
         "min": min(xs),
         "max": max(xs),
+        "outliers": flagged,
+        "stable": stable,
+        "verdict": reason,
     }

@@ -38,16 +38,26 @@ results = sa.Table(
     sa.Column("device", sa.String(200), nullable=False),
     sa.Column("prefill_len", sa.Integer),
     sa.Column("decode_len", sa.Integer),
+    sa.Column("depth", sa.Integer),
     sa.Column("threads", sa.Integer),
+    sa.Column("cpus", sa.String(200)),
     sa.Column("status", sa.String(16), nullable=False),  # ok | failed
     sa.Column("error", sa.Text),
     sa.Column("prefill_tok_s", sa.Float),
     sa.Column("decode_tok_s", sa.Float),
     sa.Column("ttft_ms", sa.Float),
     sa.Column("init_ms", sa.Float),
+    sa.Column("init_warm_ms", sa.Float),
     sa.Column("peak_rss_mb", sa.Float),
     sa.Column("prefill_cv_pct", sa.Float),
     sa.Column("decode_cv_pct", sa.Float),
+    sa.Column("decode_ci_low", sa.Float),
+    sa.Column("decode_ci_high", sa.Float),
+    sa.Column("stable", sa.Boolean),
+    sa.Column("warnings", sa.Text),  # newline-separated: throttling, frequency drops, wide spread
+    sa.Column("bandwidth_gb_s", sa.Float),
+    sa.Column("decode_bandwidth_share", sa.Float),
+    sa.Column("prefill_gflop_s", sa.Float),
     sa.Column("artifact_sha256", sa.String(64)),
     sa.Column("artifact_bytes", sa.BigInteger),
     sa.Column("data", sa.Text),  # JSON: every sample, the runner's document, device facts, command
@@ -74,6 +84,18 @@ class Store:
         self.url = url_for(target)
         self.engine = sa.create_engine(self.url)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a database made by an older harness up to date: new columns are nullable, added in place."""
+        inspector = sa.inspect(self.engine)
+        for table in (runs, results):
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            with self.engine.begin() as conn:
+                for column in table.columns:
+                    if column.name not in present:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
     def start_run(self, label: str | None = None, argv: list[str] | None = None,
                   git_commit: str | None = None, harness_version: str | None = None) -> int:

@@ -114,3 +114,26 @@ def _checkpoint_digest(ckpt: Path) -> str:
     files = sorted(p for p in Path(ckpt).iterdir() if p.is_file())
     listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+
+
+def compute_profile(config: cfg.ModelConfig, prefill_len: int, kv_len: int) -> dict:
+    """Parameter and FLOP counts of one prefill and one decode step, for roofline figures.
+
+    The export has static shapes: attention runs over the whole KV buffer (kv_len) whatever the position,
+    and prefill emits no logits, so the LM head runs only in decode.
+    """
+    layer_params = attention_flops_per_pos = 0
+    for i in range(config.num_layers):
+        block = config.block_config(i)
+        attn, ff = block.attn_config, block.ff_config
+        q_dim, kv_dim = attn.num_heads * attn.head_dim, attn.num_query_groups * attn.head_dim
+        mlp_mats = 3 if ff.type == cfg.FeedForwardType.GATED else 2
+        layer_params += 2 * config.embedding_dim * q_dim + 2 * config.embedding_dim * kv_dim
+        layer_params += mlp_mats * config.embedding_dim * ff.intermediate_size
+        attention_flops_per_pos += 4 * kv_len * q_dim  # QKᵀ and (softmax)·V over the KV buffer
+    head_params = config.embedding_dim * config.vocab_size
+    return {
+        "matmul_params": layer_params + head_params,
+        "prefill_flops": prefill_len * (2 * layer_params + attention_flops_per_pos),
+        "decode_flops_per_token": 2 * (layer_params + head_params) + attention_flops_per_pos,
+    }

@@ -38,6 +38,7 @@ def _cell_view(rec: dict) -> dict:
         "device_facts": data.get("device_facts", {}),
         "command": data.get("command", ""),
         "runtime_version": data.get("runner", {}).get("runtime_version", ""),
+        "sha256": data.get("provenance", {}).get("sha256", {}),
     }
 
 

@@ -17,16 +17,20 @@ COLUMNS = [
     ("prefill tok/s", "prefill_tok_s", "{:.1f}"),
     ("decode tok/s", "decode_tok_s", "{:.1f}"),
     ("decode cv%", "decode_cv_pct", "{:.1f}"),
+    ("bw share", "decode_bandwidth_share", "{:.0%}"),
     ("ttft ms", "ttft_ms", "{:.1f}"),
     ("init ms", "init_ms", "{:.0f}"),
     ("peak MB", "peak_rss_mb", "{:.0f}"),
     ("status", "status", "{}"),
+    ("stable", "stable", "bool"),
 ]
 
 
 def _cell(value, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if fmt == "bool":
+        return "yes" if value else "NO"
     return fmt.format(value)
 
 

@@ -5,8 +5,8 @@ computed the same thing: identical greedy tokens."""
 
 import pytest
 
-from harness.artifacts import Recipe, ensure_artifact, kv_len_for
-from harness.measure import Workload, bench, bench_inprocess
+from harness.artifacts import Recipe, ensure_artifact
+from harness.measure import bench, bench_inprocess
 from models.registry import get_spec
 
 pytestmark = pytest.mark.performance
@@ -18,8 +18,8 @@ def test_native_runner_vs_inprocess_litert(cell, bench_session, record_property,
         pytest.skip(f"the in-process LiteRT loop needs Python on the device; {cell.device} has none")
     s = bench_session.settings
     spec = get_spec(cell.model, cell.size, s.checkpoint_dir, s.seed)
-    artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, kv_len_for(cell.prefill, cell.decode)))
-    workload = Workload(cell.prefill, cell.decode, cell.threads, s.warmup, s.reps)
+    artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, cell.kv_len))
+    workload = s.workload(cell)
     native = bench(device, bench_session.runner_for(device), artifact.path, workload, s.runner_timeout)
     inproc = bench_inprocess(device, artifact.path, workload, s.runner_timeout)
 

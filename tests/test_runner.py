@@ -1,5 +1,6 @@
 """The native runner (llm_runner) on tiny converted models: its JSON contract, greedy tokens against the
-interpreter path and the in-process Python CompiledModel loop, and its exit codes."""
+interpreter path and the in-process Python CompiledModel loop (also at a prefilled KV depth), the memory
+bandwidth probe, cold and warm init, and its exit codes."""
 
 from __future__ import annotations
 
@@ -16,40 +17,16 @@ from device_runners import build
 from device_runners.build import RunnerBuild, build_runner
 
 REPO = Path(__file__).resolve().parent.parent
-PREFILL, KV_LEN, VOCAB, LAYERS = 32, 64, 1000, 2
+# The harness's tiny TinyLlama (models/tinyllama.py), converted with prefill 32 and a 128-long KV cache.
+PREFILL, KV_LEN, VOCAB, LAYERS = 32, 128, 2048, 2
+KV_HEADS, HEAD_DIM = 1, 32
+KV_CACHE_BYTES = 2 * LAYERS * KV_LEN * KV_HEADS * HEAD_DIM * 4  # k and v, float32
 FIELDS = {"runner", "runner_version", "api", "runtime", "runtime_version", "model", "model_bytes", "threads",
-          "prefill_len", "decode_len", "kv_len", "vocab", "num_layers", "warmup", "init_ms", "samples",
-          "tokens", "peak_rss_kb", "vmhwm_kb", "xnnpack"}
+          "prefill_len", "decode_len", "depth", "kv_len", "vocab", "num_layers", "kv_cache_bytes", "weight_bytes",
+          "warmup", "init_ms", "init_warm_ms", "samples", "tokens", "peak_rss_kb", "vmhwm_kb", "bandwidth",
+          "xnnpack"}
 SAMPLE_FIELDS = {"prefill_s", "prefill_tok_s", "decode_s", "decode_tok_s", "ttft_ms"}
-
-
-def convert_tiny(prefill: int, kv_len: int, quant: str, out: Path) -> Path:
-    """A tiny TinyLlama-architecture .tflite with signatures 'prefill' (length `prefill`) and 'decode'."""
-    import torch
-    from litert_torch._convert import interface as conv
-    from litert_torch.generative.examples.tiny_llama import tiny_llama
-    from litert_torch.generative.layers import kv_cache as kv_utils
-    from litert_torch.generative.utilities import converter, export_config
-    from litert_torch.generative.utilities.model_builder import DecoderOnlyModel
-
-    torch.manual_seed(0)
-    cfg = tiny_llama.get_model_config()
-    cfg.vocab_size, cfg.num_layers, cfg.embedding_dim = VOCAB, LAYERS, 128
-    attn = cfg.block_config(0).attn_config
-    attn.num_heads, attn.head_dim, attn.num_query_groups = 4, 32, 2
-    cfg.block_config(0).ff_config.intermediate_size = 256
-    model = DecoderOnlyModel(cfg, mask_cache_size=kv_len).eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    module = converter.ExportableModule(model, export_config=export_config.ExportConfig()).eval()
-    kv = kv_utils.KVCache.from_model_config(kv_len, cfg)
-    c = conv.Converter()
-    for name, length in (("prefill", prefill), ("decode", 1)):
-        c.add_signature(name, module, sample_kwargs=dict(
-            tokens=torch.zeros((1, length), dtype=torch.int), input_pos=torch.arange(length, dtype=torch.int),
-            kv_cache=kv))
-    c.convert(quant_config=converter.get_quant_recipe_from_flag(quant, cfg)).export(str(out))
-    return out
+BANDWIDTH_FIELDS = {"read_gb_s", "median_gb_s", "probe_bytes", "threads", "passes"}
 
 
 @pytest.fixture(scope="session")
@@ -58,18 +35,18 @@ def runner() -> RunnerBuild:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("runner-models")
-    return {quant: convert_tiny(PREFILL, KV_LEN, quant, folder / f"tiny_{quant}.tflite")
+def tiny_models(tiny_artifact) -> dict[str, Path]:
+    return {quant: tiny_artifact(quant, prefill=PREFILL, decode=KV_LEN - PREFILL).path
             for quant in ("none", "dynamic_int8")}
 
 
-def run(runner: RunnerBuild, *args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(runner.binary), *map(str, args)], capture_output=True, text=True, timeout=300)
+def run(runner: RunnerBuild, *args: object, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*launcher, str(runner.binary), *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
 
 
-def run_json(runner: RunnerBuild, *args: object) -> dict:
-    proc = run(runner, *args)
+def run_json(runner: RunnerBuild, *args: object, launcher: tuple[str, ...] = ()) -> dict:
+    proc = run(runner, *args, launcher=launcher)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # exactly one JSON document, nothing else on stdout
 
@@ -92,7 +69,14 @@ def test_json_has_every_field_with_sane_values(runner, tiny_models, api):
     assert (out["model"], out["model_bytes"]) == (str(model), model.stat().st_size)
     assert (out["threads"], out["prefill_len"], out["decode_len"], out["kv_len"]) == (2, PREFILL, 8, KV_LEN)
     assert (out["vocab"], out["num_layers"], out["warmup"], out["xnnpack"]) == (VOCAB, LAYERS, 1, True)
-    assert out["init_ms"] > 0
+    assert (out["depth"], out["kv_cache_bytes"]) == (0, KV_CACHE_BYTES)
+    assert 0 < out["weight_bytes"] <= out["model_bytes"]
+    assert out["init_ms"] > 0 and out["init_warm_ms"] > 0
+    bandwidth = out["bandwidth"]  # the default probe: 256 MiB on --threads threads, 5 passes
+    assert set(bandwidth) == BANDWIDTH_FIELDS
+    assert (bandwidth["probe_bytes"], bandwidth["threads"], len(bandwidth["passes"])) == (256 << 20, 2, 5)
+    assert bandwidth["read_gb_s"] == max(bandwidth["passes"]) and bandwidth["read_gb_s"] > 0.5
+    assert bandwidth["median_gb_s"] == sorted(bandwidth["passes"])[2]
     assert len(out["samples"]) == 3
     for s in out["samples"]:
         assert set(s) == SAMPLE_FIELDS
@@ -110,12 +94,88 @@ def test_greedy_tokens_match_interpreter_and_inprocess_loop(runner, tiny_models,
     # Same file, same computation: the argmax must agree at every step, in place or copied KV cache.
     model = tiny_models[quant]
     workload = ("--threads", 2, "--decode", KV_LEN - PREFILL, "--warmup", 0, "--reps", 1)
-    compiled = run_json(runner, "--model", model, *workload)["tokens"]
+    native = run_json(runner, "--model", model, *workload)
+    compiled = native["tokens"]
     assert len(compiled) == KV_LEN - PREFILL
-    assert run_json(runner, "--model", model, "--api", "interpreter", *workload)["tokens"] == compiled
+    interpreter = run_json(runner, "--model", model, "--api", "interpreter", *workload)
+    assert interpreter["tokens"] == compiled
     reference = inprocess_json(model, *workload)
     assert reference["tokens"] == compiled
     assert set(reference) == FIELDS
+    # The byte counts agree too: LiteRT's model walk (both APIs) and a read of the flatbuffer's buffer table.
+    for key in ("kv_cache_bytes", "weight_bytes"):
+        assert native[key] == interpreter[key] == reference[key], key
+
+
+@pytest.mark.accuracy
+@pytest.mark.parametrize("quant", ["none", "dynamic_int8"])
+def test_depth_moves_the_decode_start_alike_in_every_runner(runner, tiny_models, quant):
+    # 72: prefill chunks at 32 and at 40 (the last one ends at position 71 and overlaps the one before).
+    model, depth = tiny_models[quant], 72
+    workload = ("--threads", 2, "--decode", 16, "--warmup", 0, "--reps", 1)
+    deep = run_json(runner, "--model", model, "--depth", depth, *workload)
+    assert deep["depth"] == depth and len(deep["tokens"]) == 16
+    assert run_json(runner, "--model", model, "--api", "interpreter", "--depth", depth, *workload)["tokens"] == \
+        deep["tokens"]
+    assert inprocess_json(model, "--depth", depth, *workload)["tokens"] == deep["tokens"]
+    shallow = run_json(runner, "--model", model, *workload)["tokens"]
+    assert deep["tokens"] != shallow
+    # A depth up to the prompt length is the plain run: decode starts after the prompt either way.
+    assert run_json(runner, "--model", model, "--depth", PREFILL, *workload)["tokens"] == shallow
+    # Filled right up to the end of the cache: depth + decode == kv_len.
+    full = ("--depth", KV_LEN - 16, *workload)
+    assert run_json(runner, "--model", model, *full)["tokens"] == \
+        run_json(runner, "--model", model, "--api", "interpreter", *full)["tokens"]
+
+
+def test_weight_bytes_include_block_wise_scales(runner, tiny_artifact):
+    # int4 block-wise weights keep their scales in tensors that are no op's input; each decode step reads them.
+    from device_runners.inprocess import weight_bytes
+
+    model = tiny_artifact("dynamic_int4_block32", prefill=PREFILL, decode=KV_LEN - PREFILL).path
+    workload = ("--threads", 2, "--decode", 4, "--warmup", 0, "--reps", 1, "--bandwidth-probe-mb", 0)
+    for api in ("compiled_model", "interpreter"):
+        assert run_json(runner, "--model", model, "--api", api, *workload)["weight_bytes"] == weight_bytes(model)
+
+
+def test_bandwidth_probe_leaves_peak_memory_alone(runner, tiny_models):
+    # The probe's 256 MiB buffer lives in a forked child, so the runner's high-water marks stay the model's.
+    # Launched through `timeout`, as the host transport does: Linux carries the RSS high-water mark of the
+    # process that execs the runner into its ru_maxrss, so started straight from this (large) pytest process
+    # peak_rss_kb would read pytest's peak, not the runner's; timeout forks, so its child starts afresh.
+    model = tiny_models["dynamic_int8"]
+    workload = ("--threads", 2, "--decode", 8, "--warmup", 0, "--reps", 1)
+    launcher = ("timeout", "300")
+    probed = run_json(runner, "--model", model, "--bandwidth-probe-mb", 256, *workload, launcher=launcher)
+    plain = run_json(runner, "--model", model, "--bandwidth-probe-mb", 0, *workload, launcher=launcher)
+    assert probed["bandwidth"]["probe_bytes"] == 256 << 20 and probed["bandwidth"]["read_gb_s"] > 0.5
+    assert plain["bandwidth"] is None
+    assert probed["peak_rss_kb"] < (256 << 10)  # the buffer alone would be 256 MiB
+    assert probed["peak_rss_kb"] == pytest.approx(plain["peak_rss_kb"], rel=0.10)
+    assert probed["vmhwm_kb"] == pytest.approx(plain["vmhwm_kb"], rel=0.10)
+
+
+@pytest.mark.parametrize("api", ["compiled_model", "interpreter"])
+def test_warm_init_reloads_the_model_and_no_warm_init_skips_it(runner, tiny_models, api):
+    model = tiny_models["dynamic_int8"]
+    workload = ("--api", api, "--threads", 2, "--decode", 8, "--warmup", 0, "--reps", 1, "--bandwidth-probe-mb", 0)
+    warm = run_json(runner, "--model", model, *workload)
+    cold = run_json(runner, "--model", model, "--no-warm-init", *workload)
+    assert warm["init_ms"] > 0 and warm["init_warm_ms"] > 0
+    assert cold["init_ms"] > 0 and cold["init_warm_ms"] is None
+    assert warm["tokens"] == cold["tokens"]  # the second instance computes what the first would
+
+
+def test_inprocess_accepts_the_runner_flags(tiny_models):
+    model = tiny_models["dynamic_int8"]
+    workload = ("--threads", 2, "--decode", 8, "--warmup", 0, "--reps", 1, "--bandwidth-probe-mb", 256)
+    warm = inprocess_json(model, *workload)
+    assert warm["bandwidth"] is None and warm["init_warm_ms"] > 0 and warm["kv_cache_bytes"] == KV_CACHE_BYTES
+    assert inprocess_json(model, "--no-warm-init", *workload)["init_warm_ms"] is None
+    proc = subprocess.run([sys.executable, "-m", "device_runners.inprocess", "--model", str(model),
+                           "--depth", str(KV_LEN - 15), "--decode", "16"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and f"exceeds the KV cache length {KV_LEN}" in proc.stderr
 
 
 def test_prompt_tokens_flag(runner, tiny_models):
@@ -159,23 +219,27 @@ def test_missing_or_corrupt_model_exits_3_with_one_line_naming_the_file(runner, 
     ["--model", "m.tflite", "--reps", "0"],
     ["--model", "m.tflite", "--api", "gpu"],
     ["--model", "m.tflite", "--prompt-tokens", "1,,2"],
+    ["--model", "m.tflite", "--depth", "-1"],
+    ["--model", "m.tflite", "--bandwidth-probe-mb", "x"],
+    ["--model", "m.tflite", "--no-warm-init=1"],
 ], ids=["no-value", "no-model", "unknown-flag", "not-a-number", "zero-threads", "zero-reps", "bad-api",
-        "bad-token-list"])
+        "bad-token-list", "negative-depth", "bad-probe-size", "value-for-no-warm-init"])
 def test_bad_flags_exit_2_with_usage(runner, args):
     proc = run(runner, *args)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.startswith("error: ")
     for flag in ("--model", "--prefill", "--decode", "--threads", "--warmup", "--reps", "--api",
-                 "--prompt-tokens"):
+                 "--prompt-tokens", "--depth", "--bandwidth-probe-mb", "--no-warm-init"):
         assert flag in proc.stderr
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--prefill", "16"], "does not match the model's prefill length 32"),
-    (["--decode", str(KV_LEN - PREFILL + 1)], "exceeds the KV cache length 64"),
-    (["--prompt-tokens", "1,2,3"], "the model's prefill length is 32"),
-    (["--prompt-tokens", ",".join([str(VOCAB)] * PREFILL)], "outside the vocabulary of 1000"),
+    (["--prefill", "16"], f"does not match the model's prefill length {PREFILL}"),
+    (["--decode", str(KV_LEN - PREFILL + 1)], f"exceeds the KV cache length {KV_LEN}"),
+    (["--depth", str(KV_LEN - 15), "--decode", "16"], f"depth {KV_LEN - 15} + decode 16 exceeds the KV cache length"),
+    (["--prompt-tokens", "1,2,3"], f"the model's prefill length is {PREFILL}"),
+    (["--prompt-tokens", ",".join([str(VOCAB)] * PREFILL)], f"outside the vocabulary of {VOCAB}"),
 ])
 def test_workload_that_does_not_fit_the_model_exits_2(runner, tiny_models, args, message):
     proc = run(runner, "--model", tiny_models["dynamic_int8"], *args)

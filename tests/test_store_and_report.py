@@ -12,7 +12,8 @@ from reports.table import format_table
 def _ok_row(**extra):
     return {"model": "tinyllama-tiny", "quant": "dynamic_int8", "device": "host", "prefill_len": 32,
             "decode_len": 16, "threads": 2, "status": "ok", "prefill_tok_s": 900.5, "decode_tok_s": 123.4,
-            "ttft_ms": 40.0, "init_ms": 12.0, "peak_rss_mb": 55.0, "decode_cv_pct": 1.2} | extra
+            "ttft_ms": 40.0, "init_ms": 12.0, "peak_rss_mb": 55.0, "decode_cv_pct": 1.2,
+            "decode_ci_low": 120.0, "decode_ci_high": 125.0} | extra
 
 
 def test_each_cell_is_committed_when_added(tmp_path):
@@ -53,3 +54,21 @@ def test_result_data_keeps_every_sample(tmp_path):
     samples = [{"decode_tok_s": v} for v in (1.0, 2.0, 3.0)]
     store.add_result(run, _ok_row(), {"runner": {"samples": samples}})
     assert json.loads(store.results_frame(run)["data"][0])["runner"]["samples"] == samples
+
+
+def test_database_from_an_older_harness_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE results (id INTEGER PRIMARY KEY, run_id INTEGER, created_at TIMESTAMP, "
+                 "model VARCHAR, quant VARCHAR, device VARCHAR, status VARCHAR, data TEXT)")
+    conn.execute("INSERT INTO results (run_id, created_at, model, quant, device, status) "
+                 "VALUES (1, '2026-01-01', 'old', 'none', 'host', 'ok')")
+    conn.commit()
+    conn.close()
+    store = Store(str(db))
+    store.add_result(store.start_run(), _ok_row(depth=64, stable=False, warnings="cpu4 throttled"))
+    frame = store.results_frame().set_index("model")
+    assert frame.loc["tinyllama-tiny", "depth"] == 64 and not frame.loc["tinyllama-tiny", "stable"]
+    assert set(Store(str(db)).results_frame()["model"]) == {"old", "tinyllama-tiny"}  # the old row is kept

@@ -143,7 +143,7 @@ class CompiledModelEngine : public Engine {
 
   const ModelInfo& info() const override { return info_; }
   void ResetKvCache() override;
-  void Prefill(const std::vector<int32_t>& tokens) override;
+  void Prefill(const std::vector<int32_t>& tokens, int32_t start) override;
   const float* Decode(int32_t token, int32_t position) override;
 
  private:
@@ -244,8 +244,12 @@ CompiledModelEngine::CompiledModelEngine(const std::string& path,
   info_.prefill_len =
       static_cast<int>(prefill_.InputType(kTokensName).num_elements());
   info_.vocab = static_cast<int>(decode_.OutputType(kLogitsName).num_elements());
-  // Prefill always covers positions 0..P-1.
-  for (int i = 0; i < info_.prefill_len; ++i) prefill_positions_.ints()[i] = i;
+  // The tensors' own bytes (MakeHostTensor checked they are float32), not
+  // the possibly padded buffer sizes the runtime asked for.
+  for (const auto& entry : kv_) {
+    info_.kv_cache_bytes +=
+        prefill_.InputType(entry.first).num_elements() * sizeof(float);
+  }
 }
 
 void CompiledModelEngine::Compile(int threads) {
@@ -368,9 +372,13 @@ void CompiledModelEngine::ResetKvCache() {
   for (auto& entry : kv_) entry.second.memory.Zero();
 }
 
-void CompiledModelEngine::Prefill(const std::vector<int32_t>& tokens) {
+void CompiledModelEngine::Prefill(const std::vector<int32_t>& tokens,
+                                  int32_t start) {
   std::memcpy(prefill_tokens_.ints(), tokens.data(),
               tokens.size() * sizeof(int32_t));
+  for (int i = 0; i < info_.prefill_len; ++i) {
+    prefill_positions_.ints()[i] = start + i;
+  }
   Run(prefill_, prefill_in_, prefill_out_);
 }
 

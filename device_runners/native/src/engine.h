@@ -33,6 +33,10 @@ struct ModelInfo {
   int kv_len = 0;
   int vocab = 0;
   int num_layers = 0;  // number of kv_cache_k_i / kv_cache_v_i pairs
+  // Bytes of all KV cache tensors. The static-shape export attends over the
+  // whole buffer at every decode step, so each step reads all of it,
+  // whatever the depth.
+  size_t kv_cache_bytes = 0;
 };
 
 class Engine {
@@ -41,8 +45,10 @@ class Engine {
   virtual const ModelInfo& info() const = 0;
   // Zeroes every KV cache slot.
   virtual void ResetKvCache() = 0;
-  // Runs `prefill` on info().prefill_len tokens at positions 0..P-1.
-  virtual void Prefill(const std::vector<int32_t>& tokens) = 0;
+  // Runs `prefill` on info().prefill_len tokens at positions
+  // start..start+P-1, on top of what the cache already holds (start > 0 is
+  // the untimed --depth fill).
+  virtual void Prefill(const std::vector<int32_t>& tokens, int32_t start) = 0;
   // Runs `decode` on one token; returns info().vocab logits that stay valid
   // until the next call.
   virtual const float* Decode(int32_t token, int32_t position) = 0;
@@ -52,6 +58,12 @@ std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string& path,
                                                   int threads);
 std::unique_ptr<Engine> CreateInterpreterEngine(const std::string& path,
                                                 int threads);
+
+// Bytes of the model's constant buffers (the weights at their stored
+// precision), each buffer counted once although prefill and decode share
+// it: what a decode step streams from memory besides the KV cache. Walks the
+// model with LiteRT's model API (weight_bytes.cc); 0 where that fails.
+size_t CountWeightBytes(const std::string& path);
 
 // Signature I/O naming shared by both engines (litert-torch export).
 extern const char kTokensName[];

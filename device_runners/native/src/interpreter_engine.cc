@@ -56,7 +56,7 @@ class InterpreterEngine : public Engine {
 
   const ModelInfo& info() const override { return info_; }
   void ResetKvCache() override;
-  void Prefill(const std::vector<int32_t>& tokens) override;
+  void Prefill(const std::vector<int32_t>& tokens, int32_t start) override;
   const float* Decode(int32_t token, int32_t position) override;
 
  private:
@@ -76,9 +76,13 @@ class InterpreterEngine : public Engine {
   ModelInfo info_;
   std::vector<KvTensors> kv_;
   TfLiteTensor* prefill_tokens_ = nullptr;
+  TfLiteTensor* prefill_positions_ = nullptr;
   TfLiteTensor* decode_tokens_ = nullptr;
   TfLiteTensor* decode_positions_ = nullptr;
   const TfLiteTensor* logits_ = nullptr;
+  // The cache lives in the decode runner's KV inputs after every step; the
+  // prefill runner's KV inputs hold it only right after a reset.
+  bool prefill_kv_current_ = false;
 };
 
 InterpreterEngine::InterpreterEngine(const std::string& path, int threads) {
@@ -144,8 +148,10 @@ InterpreterEngine::InterpreterEngine(const std::string& path, int threads) {
       info_.kv_len = TfLiteTensorDim(kv.prefill_in, 1);
     }
     kv_.push_back(kv);
+    info_.kv_cache_bytes += kv.bytes;
   }
   prefill_tokens_ = Input(prefill, kTokensName, kInt32);
+  prefill_positions_ = Input(prefill, kInputPosName, kInt32);
   decode_tokens_ = Input(decode, kTokensName, kInt32);
   decode_positions_ = Input(decode, kInputPosName, kInt32);
   logits_ = Output(decode, kLogitsName, kFloat32);
@@ -154,10 +160,6 @@ InterpreterEngine::InterpreterEngine(const std::string& path, int threads) {
   if (NumElements(decode_tokens_) != 1) {
     FailModel(path, "signature 'decode' takes more than one token");
   }
-  // Prefill always covers positions 0..P-1.
-  auto* positions = static_cast<int32_t*>(
-      TfLiteTensorData(Input(prefill, kInputPosName, kInt32)));
-  for (int i = 0; i < info_.prefill_len; ++i) positions[i] = i;
 }
 
 TfLiteTensor* InterpreterEngine::Input(TfLiteSignatureRunner* runner,
@@ -184,12 +186,27 @@ const TfLiteTensor* InterpreterEngine::Output(TfLiteSignatureRunner* runner,
 void InterpreterEngine::ResetKvCache() {
   for (const KvTensors& kv : kv_) {
     std::memset(TfLiteTensorData(kv.prefill_in), 0, kv.bytes);
+    std::memset(TfLiteTensorData(kv.decode_in), 0, kv.bytes);
   }
+  prefill_kv_current_ = true;
 }
 
-void InterpreterEngine::Prefill(const std::vector<int32_t>& tokens) {
+void InterpreterEngine::Prefill(const std::vector<int32_t>& tokens,
+                                int32_t start) {
+  // A prefill after other steps (the --depth fill) continues from the cache
+  // those steps left in the decode runner. Right after a reset there is
+  // nothing to copy, so the timed prefill costs what it always did.
+  if (!prefill_kv_current_) {
+    for (const KvTensors& kv : kv_) {
+      std::memcpy(TfLiteTensorData(kv.prefill_in),
+                  TfLiteTensorData(kv.decode_in), kv.bytes);
+    }
+  }
+  prefill_kv_current_ = false;
   std::memcpy(TfLiteTensorData(prefill_tokens_), tokens.data(),
               tokens.size() * sizeof(int32_t));
+  auto* positions = static_cast<int32_t*>(TfLiteTensorData(prefill_positions_));
+  for (int i = 0; i < info_.prefill_len; ++i) positions[i] = start + i;
   if (TfLiteSignatureRunnerInvoke(prefill_.get()) != kTfLiteOk) {
     FailRuntime("TfLiteSignatureRunnerInvoke(prefill) failed");
   }
@@ -200,6 +217,7 @@ void InterpreterEngine::Prefill(const std::vector<int32_t>& tokens) {
 }
 
 const float* InterpreterEngine::Decode(int32_t token, int32_t position) {
+  prefill_kv_current_ = false;
   static_cast<int32_t*>(TfLiteTensorData(decode_tokens_))[0] = token;
   static_cast<int32_t*>(TfLiteTensorData(decode_positions_))[0] = position;
   if (TfLiteSignatureRunnerInvoke(decode_.get()) != kTfLiteOk) {

@@ -30,22 +30,23 @@ class JsonWriter {
     Key(key);
     out_ += std::to_string(value);
   }
-  // Non-finite numbers have no JSON spelling and become null.
   void Field(const char* key, double value) {
     Key(key);
-    if (!std::isfinite(value)) {
-      out_ += "null";
-      return;
-    }
-    char text[32];
-    std::snprintf(text, sizeof(text), "%.9g", value);
-    out_ += text;
+    Number(value);
   }
   void Field(const char* key, const std::vector<long long>& values) {
     BeginArray(key);
     for (size_t i = 0; i < values.size(); ++i) {
       if (i != 0) out_ += ',';
       out_ += std::to_string(values[i]);
+    }
+    EndArray();
+  }
+  void Field(const char* key, const std::vector<double>& values) {
+    BeginArray(key);
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i != 0) out_ += ',';
+      Number(values[i]);
     }
     EndArray();
   }
@@ -64,6 +65,11 @@ class JsonWriter {
     if (need_comma_) out_ += ',';
     Open('{');
   }
+  // An object-valued field of the enclosing object.
+  void BeginObject(const char* key) {
+    Key(key);
+    Open('{');
+  }
   void EndObject() { Close('}'); }
 
   std::string Finish() { return out_ + "}"; }
@@ -74,6 +80,16 @@ class JsonWriter {
     String(key);
     out_ += ':';
     need_comma_ = true;  // the value follows directly
+  }
+  // Non-finite numbers have no JSON spelling and become null.
+  void Number(double value) {
+    if (!std::isfinite(value)) {
+      out_ += "null";
+      return;
+    }
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.9g", value);
+    out_ += text;
   }
   void Open(char bracket) {
     out_ += bracket;

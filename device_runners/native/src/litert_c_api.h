@@ -43,6 +43,9 @@ typedef struct LiteRtEnvironmentT* LiteRtEnvironment;
 typedef struct LiteRtModelT* LiteRtModel;
 typedef struct LiteRtSignatureT* LiteRtSignature;
 typedef struct LiteRtTensorT* LiteRtTensor;
+typedef struct LiteRtSubgraphT* LiteRtSubgraph;
+typedef struct LiteRtOpT* LiteRtOp;
+typedef struct LiteRtWeightsT* LiteRtWeights;
 typedef struct LiteRtOptionsT* LiteRtOptions;
 typedef struct LiteRtOpaqueOptionsT* LiteRtOpaqueOptions;
 typedef struct LrtCpuOptions LrtCpuOptions;
@@ -94,6 +97,47 @@ LiteRtStatus LiteRtGetSignatureOutputTensorByIndex(LiteRtSignature signature,
                                                    LiteRtTensor* tensor);
 LiteRtStatus LiteRtGetRankedTensorType(
     LiteRtTensor tensor, LiteRtRankedTensorType* ranked_tensor_type);
+
+// Graph walk for the weight count (weight_bytes.cc). Every tensor has
+// weights; those of a non-constant tensor are 0 bytes long.
+LiteRtStatus LiteRtGetNumModelSubgraphs(LiteRtModel model,
+                                        LiteRtParamIndex* num_subgraphs);
+LiteRtStatus LiteRtGetModelSubgraph(LiteRtModel model,
+                                    LiteRtParamIndex subgraph_index,
+                                    LiteRtSubgraph* subgraph);
+LiteRtStatus LiteRtGetNumSubgraphOps(LiteRtSubgraph subgraph,
+                                     LiteRtParamIndex* num_ops);
+LiteRtStatus LiteRtGetSubgraphOp(LiteRtSubgraph subgraph,
+                                 LiteRtParamIndex op_index, LiteRtOp* op);
+LiteRtStatus LiteRtGetNumOpInputs(LiteRtOp op, LiteRtParamIndex* num_inputs);
+LiteRtStatus LiteRtGetOpInput(LiteRtOp op, LiteRtParamIndex input_index,
+                              LiteRtTensor* input);
+LiteRtStatus LiteRtGetTensorWeights(LiteRtTensor tensor,
+                                    LiteRtWeights* weights);
+LiteRtStatus LiteRtGetWeightsBytes(LiteRtWeights weights, const void** addr,
+                                   size_t* size);
+// Ids start at 1. Counting each id once gave exactly the file's distinct
+// buffers on every recipe tried (prefill and decode share them).
+LiteRtStatus LiteRtGetWeightsBufferId(LiteRtWeights weights,
+                                      int32_t* buffer_id);
+
+// Block-wise quantized weights (int4 block 32/128) keep their scales in a
+// separate constant tensor that is no op's input but is read with them.
+typedef int LiteRtQuantizationTypeId;  // enum in litert_model_types.h
+enum { kLiteRtQuantizationBlockWise = 3 };
+LiteRtStatus LiteRtGetQuantizationTypeId(LiteRtTensor tensor,
+                                         LiteRtQuantizationTypeId* q_type_id);
+// The three fields were checked against this library (block_size read back
+// 32 for a block-32 model); the tail is storage margin, as for
+// TfLiteXNNPackDelegateOptions, should a release grow the struct.
+typedef struct LiteRtQuantizationBlockWise {
+  LiteRtTensor scales;
+  LiteRtTensor zero_points;  // NULL for symmetric quantization
+  int32_t block_size;
+  uint64_t reserved[13];
+} LiteRtQuantizationBlockWise;
+LiteRtStatus LiteRtGetBlockWiseQuantization(
+    LiteRtTensor tensor, LiteRtQuantizationBlockWise* block_wise_quantization);
 
 LiteRtStatus LiteRtCreateOptions(LiteRtOptions* options);
 void LiteRtDestroyOptions(LiteRtOptions options);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bandwidth_probe.h"
 #include "engine.h"
 #include "json_writer.h"
 #include "litert_c_api.h"
@@ -29,11 +31,13 @@ namespace llm_runner {
 namespace {
 
 constexpr char kVersion[] = "0.1.0";
+constexpr int kProbePasses = 5;
 
 constexpr char kUsage[] =
     "usage: llm_runner --model PATH [--prefill N] [--decode N] [--threads N]\n"
     "                  [--warmup N] [--reps N] [--api compiled_model|interpreter]\n"
-    "                  [--prompt-tokens T1,T2,...]\n"
+    "                  [--prompt-tokens T1,T2,...] [--depth N]\n"
+    "                  [--bandwidth-probe-mb N] [--no-warm-init]\n"
     "  --model PATH          .tflite with 'prefill' and 'decode' signatures\n"
     "  --prefill N           prompt length; must equal the prefill signature's\n"
     "                        length (default: that length)\n"
@@ -44,6 +48,15 @@ constexpr char kUsage[] =
     "  --api NAME            compiled_model (default) or interpreter\n"
     "  --prompt-tokens LIST  comma-separated prompt token ids (default:\n"
     "                        1 + (i * 7919) % (vocab - 1))\n"
+    "  --depth N             fill the KV cache up to position N (untimed prefill\n"
+    "                        chunks, tokens by the default formula) so the timed\n"
+    "                        decode starts at position max(P, N) (default 0)\n"
+    "  --bandwidth-probe-mb N  measure streaming-read memory bandwidth over N MiB\n"
+    "                        on --threads threads before loading the model\n"
+    "                        (default 256; 0: no probe)\n"
+    "  --no-warm-init        load the model once; by default it is loaded, torn\n"
+    "                        down and loaded again (init_warm_ms), and the\n"
+    "                        second instance is benchmarked\n"
     "  --help                print this help\n";
 
 struct Args {
@@ -55,6 +68,9 @@ struct Args {
   int reps = 5;
   std::string api = "compiled_model";
   std::vector<int32_t> prompt_tokens;
+  int depth = 0;
+  int bandwidth_probe_mb = 256;
+  bool warm_init = true;
 };
 
 [[noreturn]] void FailUsage(const std::string& message) {
@@ -92,6 +108,10 @@ Args ParseArgs(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       std::exit(kExitOk);
     }
+    if (flag == "--no-warm-init") {  // the one flag without a value
+      args.warm_init = false;
+      continue;
+    }
     std::string value;
     const size_t eq = flag.find('=');
     if (eq != std::string::npos) {
@@ -122,6 +142,12 @@ Args ParseArgs(int argc, char** argv) {
       args.api = value;
     } else if (flag == "--prompt-tokens") {
       args.prompt_tokens = ParseTokenList(value);
+    } else if (flag == "--depth") {
+      args.depth = ParseInt(flag, value, 0);
+    } else if (flag == "--bandwidth-probe-mb") {
+      args.bandwidth_probe_mb = ParseInt(flag, value, 0);
+    } else if (flag == "--no-warm-init") {
+      FailUsage("--no-warm-init takes no value");
     } else {
       FailUsage("unknown flag '" + flag + "'");
     }
@@ -161,6 +187,19 @@ size_t CheckModelFile(const std::string& path) {
   return static_cast<size_t>(st.st_size);
 }
 
+// Token at `position` of the default prompt, a fixed spread over the
+// vocabulary; the --depth fill continues it past the prompt.
+int32_t DefaultToken(int position, int vocab) {
+  return static_cast<int32_t>(
+      1 + (static_cast<int64_t>(position) * 7919) % (vocab - 1));
+}
+
+// Position of the first generated token: decode step 0 runs one before it.
+int DecodeStart(int prefill_len, int depth) {
+  return std::max(prefill_len, depth);
+}
+
+// Checks that the workload fits the model; returns the prompt.
 std::vector<int32_t> PromptTokens(const Args& args, const ModelInfo& info) {
   const int p = info.prefill_len;
   if (args.prefill != 0 && args.prefill != p) {
@@ -168,17 +207,15 @@ std::vector<int32_t> PromptTokens(const Args& args, const ModelInfo& info) {
               " does not match the model's prefill length " +
               std::to_string(p));
   }
-  if (p + args.decode > info.kv_len) {
-    FailUsage("prefill " + std::to_string(p) + " + decode " +
-              std::to_string(args.decode) + " exceeds the KV cache length " +
-              std::to_string(info.kv_len));
+  if (DecodeStart(p, args.depth) + args.decode > info.kv_len) {
+    FailUsage((args.depth > p ? "depth " + std::to_string(args.depth)
+                              : "prefill " + std::to_string(p)) +
+              " + decode " + std::to_string(args.decode) +
+              " exceeds the KV cache length " + std::to_string(info.kv_len));
   }
   if (args.prompt_tokens.empty()) {
     std::vector<int32_t> tokens(p);
-    for (int i = 0; i < p; ++i) {
-      tokens[i] = static_cast<int32_t>(
-          1 + (static_cast<int64_t>(i) * 7919) % (info.vocab - 1));
-    }
+    for (int i = 0; i < p; ++i) tokens[i] = DefaultToken(i, info.vocab);
     return tokens;
   }
   if (static_cast<int>(args.prompt_tokens.size()) != p) {
@@ -212,21 +249,45 @@ struct Sample {
   double first_step_s = 0;
 };
 
-// One repetition: reset the cache, prefill the prompt, then greedy-decode.
-// Step 0 re-feeds the last prompt token at position P-1 to get the first
-// logits (prefill returns none), as LiteRT-LM does.
-Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
+// Untimed: fills KV positions P..depth-1 after the prompt with prefill
+// chunks at P, 2P, ...; the last chunk starts at depth-P, so it ends at
+// depth-1 exactly and never runs past the cache (where it overlaps the chunk
+// before, it recomputes those positions from the same tokens). Returns the
+// token at position DecodeStart-1, which decode step 0 feeds.
+int32_t FillToDepth(Engine& engine, const std::vector<int32_t>& prompt,
+                    int depth) {
+  const int p = engine.info().prefill_len;
+  const auto token_at = [&](int position) {
+    return position < p ? prompt[position]
+                        : DefaultToken(position, engine.info().vocab);
+  };
+  std::vector<int32_t> chunk(p);
+  int filled = p;
+  while (filled < depth) {
+    const int start = std::min(filled, depth - p);
+    for (int i = 0; i < p; ++i) chunk[i] = token_at(start + i);
+    engine.Prefill(chunk, start);
+    filled = start + p;
+  }
+  return token_at(DecodeStart(p, depth) - 1);
+}
+
+// One repetition: reset the cache, prefill the prompt, fill to --depth, then
+// greedy-decode. Step 0 re-feeds the last filled token (at depth 0, the last
+// prompt token at P-1) to get the first logits (prefill returns none), as
+// LiteRT-LM does.
+Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt, int depth,
                int decode_len, std::vector<int32_t>* generated) {
   const ModelInfo& info = engine.info();
   engine.ResetKvCache();
   generated->clear();
   Sample sample;
   const Clock::time_point start = Clock::now();
-  engine.Prefill(prompt);
+  engine.Prefill(prompt, 0);
   sample.prefill_s = Seconds(start, Clock::now());
 
-  int32_t token = prompt.back();
-  int32_t position = info.prefill_len - 1;
+  int32_t token = FillToDepth(engine, prompt, depth);
+  int32_t position = DecodeStart(info.prefill_len, depth) - 1;
   for (int step = 0; step < decode_len; ++step) {
     const Clock::time_point step_start = Clock::now();
     token = Argmax(engine.Decode(token, position++), info.vocab);
@@ -248,29 +309,70 @@ long ReadVmHwmKb() {
   return -1;
 }
 
-int Main(int argc, char** argv) {
-  const Args args = ParseArgs(argc, argv);
-  const size_t model_bytes = CheckModelFile(args.model);
-
-  const Clock::time_point init_start = Clock::now();
+// Model load + compile + buffer setup; returns the engine and its seconds.
+std::unique_ptr<Engine> InitEngine(const Args& args, double* seconds) {
+  const Clock::time_point start = Clock::now();
   std::unique_ptr<Engine> engine =
       args.api == "interpreter"
           ? CreateInterpreterEngine(args.model, args.threads)
           : CreateCompiledModelEngine(args.model, args.threads);
-  const double init_s = Seconds(init_start, Clock::now());
-  const ModelInfo& info = engine->info();
-  const std::vector<int32_t> prompt = PromptTokens(args, info);
+  *seconds = Seconds(start, Clock::now());
+  return engine;
+}
+
+void WriteBandwidth(JsonWriter& json, const Bandwidth& bandwidth) {
+  json.BeginObject("bandwidth");
+  json.Field("read_gb_s", bandwidth.Best());
+  json.Field("median_gb_s", bandwidth.Median());
+  json.Field("probe_bytes", static_cast<long long>(bandwidth.probe_bytes));
+  json.Field("threads", bandwidth.threads);
+  json.Field("passes", bandwidth.passes_gb_s);
+  json.EndObject();
+}
+
+int Main(int argc, char** argv) {
+  const Args args = ParseArgs(argc, argv);
+  const size_t model_bytes = CheckModelFile(args.model);
+
+  // Before the runtime exists: the probe forks, and this process has no
+  // other threads yet.
+  Bandwidth bandwidth;
+  if (args.bandwidth_probe_mb > 0) {
+    bandwidth = ProbeReadBandwidth(
+        static_cast<size_t>(args.bandwidth_probe_mb) << 20, args.threads,
+        kProbePasses);
+  }
+
+  // Cold init: the first load in this process.
+  double init_s = 0;
+  std::unique_ptr<Engine> engine = InitEngine(args, &init_s);
+  const std::vector<int32_t> prompt = PromptTokens(args, engine->info());
+  // Warm init: the file is in the page cache and the allocator and runtime
+  // are warm, as for an app that reloads its model. The first instance goes
+  // before the second is built, or both would be resident at once.
+  double init_warm_s = NAN;
+  if (args.warm_init) {
+    engine.reset();
+    engine = InitEngine(args, &init_warm_s);
+  }
+  const ModelInfo info = engine->info();
 
   std::vector<Sample> samples;
   std::vector<int32_t> generated;
   for (int rep = 0; rep < args.warmup + args.reps; ++rep) {
-    const Sample sample = RunOnce(*engine, prompt, args.decode, &generated);
+    const Sample sample =
+        RunOnce(*engine, prompt, args.depth, args.decode, &generated);
     if (rep >= args.warmup) samples.push_back(sample);
   }
 
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
   const long vmhwm_kb = ReadVmHwmKb();
+  // After the peak memory is read and the engine is gone: loading the model
+  // a second time for the count is not part of the benchmark, and doing it
+  // before the cold init would warm that init.
+  engine.reset();
+  const size_t weight_bytes = CountWeightBytes(args.model);
 
   JsonWriter json;
   json.Field("runner", "llm_runner");
@@ -283,11 +385,19 @@ int Main(int argc, char** argv) {
   json.Field("threads", args.threads);
   json.Field("prefill_len", info.prefill_len);
   json.Field("decode_len", args.decode);
+  json.Field("depth", args.depth);
   json.Field("kv_len", info.kv_len);
   json.Field("vocab", info.vocab);
   json.Field("num_layers", info.num_layers);
+  json.Field("kv_cache_bytes", static_cast<long long>(info.kv_cache_bytes));
+  if (weight_bytes > 0) {
+    json.Field("weight_bytes", static_cast<long long>(weight_bytes));
+  } else {
+    json.NullField("weight_bytes");
+  }
   json.Field("warmup", args.warmup);
   json.Field("init_ms", init_s * 1000.0);
+  json.Field("init_warm_ms", init_warm_s * 1000.0);  // NaN: null
   json.BeginArray("samples");
   for (const Sample& s : samples) {
     json.BeginObject();
@@ -305,6 +415,11 @@ int Main(int argc, char** argv) {
     json.Field("vmhwm_kb", static_cast<long long>(vmhwm_kb));
   } else {
     json.NullField("vmhwm_kb");
+  }
+  if (args.bandwidth_probe_mb > 0) {
+    WriteBandwidth(json, bandwidth);
+  } else {
+    json.NullField("bandwidth");
   }
   json.Field("xnnpack", true);
   std::fputs(json.Finish().c_str(), stdout);
