@@ -40,17 +40,21 @@ void ForEachChunk(size_t n, int threads, Fn fn) {
 // Four independent sums, so the loop is not one serial chain of adds;
 // integer adds may be reassociated, so the compiler vectorises it too. The
 // caller checks the total, which keeps the reads from being optimised away.
+// Eight sequential streams per thread, read in lockstep. A single stream per
+// core measured ~32 GB/s here while a decode step streamed ~60 GB/s of weights:
+// the prefetchers and line-fill buffers track several streams at once, and a
+// matrix-vector product reads many weight rows concurrently.
 uint64_t SumWords(const uint64_t* words, size_t n) {
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += words[i];
-    s1 += words[i + 1];
-    s2 += words[i + 2];
-    s3 += words[i + 3];
+  constexpr size_t kStreams = 8;
+  const size_t len = n / kStreams;
+  uint64_t sums[kStreams] = {};
+  for (size_t i = 0; i < len; ++i) {
+    for (size_t k = 0; k < kStreams; ++k) sums[k] += words[k * len + i];
   }
-  for (; i < n; ++i) s0 += words[i];
-  return s0 + s1 + s2 + s3;
+  uint64_t total = 0;
+  for (uint64_t s : sums) total += s;
+  for (size_t i = kStreams * len; i < n; ++i) total += words[i];
+  return total;
 }
 
 std::vector<double> MeasureHere(size_t bytes, int threads, int passes) {
