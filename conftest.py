@@ -1,2 +1,3 @@
-# The harness's pytest plugin (options, fixtures, markers) lives in harness/; this only registers it.
-pytest_plugins = ["harness.pytest_plugin"]
+# The harness's pytest plugins (options, fixtures, markers; pytest-xdist across devices) live in harness/;
+# this only registers them.
+pytest_plugins = ["harness.pytest_plugin", "harness.pytest_parallel"]

@@ -113,9 +113,10 @@ def _check_target(target: str) -> None:
 def _android_toolchain() -> Path:
     ndk = os.environ.get("ANDROID_NDK_HOME")
     if not ndk:
-        raise RuntimeError("building llm_runner for android-arm64 needs the Android NDK: set "
-                           "ANDROID_NDK_HOME to the NDK directory (the one holding "
-                           "build/cmake/android.toolchain.cmake)")
+        raise RuntimeError("no Android runner: building llm_runner for android-arm64 needs the Android NDK, "
+                           "and ANDROID_NDK_HOME is not set. Set ANDROID_NDK_HOME to the NDK directory (the one "
+                           "holding build/cmake/android.toolchain.cmake), or pass --runner-bin with an arm64 "
+                           "llm_runner built elsewhere")
     toolchain = Path(ndk) / "build" / "cmake" / "android.toolchain.cmake"
     if not toolchain.is_file():
         raise RuntimeError(f"ANDROID_NDK_HOME={ndk} has no build/cmake/android.toolchain.cmake")

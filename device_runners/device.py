@@ -1,40 +1,76 @@
-"""Device = Transport + Profile. Profiles name devices; `host` is the built-in default."""
+"""Device = Transport + Profile. Profiles (devices.toml) name devices: `host`, phones such as `pixel8`, the
+generic `android`; `adb:SERIAL[@HOST:PORT]` names any attached Android device."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import platform
+import tomllib
+from pathlib import Path
 
 from device_runners.host import HostTransport
 from device_runners.transport import DeviceFacts, Transport
+
+PROFILES_FILE = Path(__file__).resolve().parent / "devices.toml"
+ADB_FORM = "adb:SERIAL[@HOST:PORT]"  # how the usage errors spell the adb names
 
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
     name: str
-    transport: str  # host | adb | ssh | ios
+    transport: str  # host | adb
     runner_target: str  # which runner build runs there (device_runners.build targets)
     # Cores worth using at most (a phone's big cluster); None: every core the device lets us run on.
     max_threads: int | None = None
+    description: str = ""
+    models: tuple[str, ...] = ()  # ro.product.model values that identify it among attached devices
+    soc: str | None = None
+    abi: str | None = None
+    clusters: str | None = None
+    big_cores: tuple[int, ...] = ()  # fastest first; for devices that hide cpuinfo_max_freq
 
 
-PROFILES: dict[str, Profile] = {
-    "host": Profile("host", transport="host", runner_target="host"),
-}
+def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
+    with path.open("rb") as f:
+        table = tomllib.load(f)
+    return {name: Profile(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+            for name, fields in table.items()}
+
+
+PROFILES: dict[str, Profile] = load_profiles()
 
 
 def known_devices() -> list[str]:
-    return sorted(PROFILES)
+    return [*sorted(PROFILES), ADB_FORM]
+
+
+def is_adb_name(name: str) -> bool:
+    """`adb:SERIAL` or `adb:SERIAL@HOST:PORT`."""
+    from device_runners.adb import AdbAddress
+
+    try:
+        AdbAddress.parse(name)
+    except ValueError:
+        return False
+    return True
+
+
+def profile_for_model(model: str) -> Profile:
+    """The profile of an adb device from its ro.product.model; `android` when none lists it."""
+    from device_runners.adb import model_tag
+
+    for profile in PROFILES.values():
+        if profile.transport == "adb" and model_tag(model) in set(map(model_tag, profile.models)):
+            return profile
+    return PROFILES["android"]
 
 
 class Device:
-    def __init__(self, profile: Profile, transport: Transport):
+    def __init__(self, profile: Profile, transport: Transport, name: str | None = None):
         self.profile = profile
         self.transport = transport
-
-    @property
-    def name(self) -> str:
-        return self.profile.name
+        self.name = name or profile.name
 
     @functools.cached_property
     def facts(self) -> DeviceFacts:
@@ -46,13 +82,55 @@ class Device:
         return max(1, min(requested, cap))
 
     def cpus_for(self, threads: int) -> list[int]:
+        if not self.facts.cpu_max_khz and self.profile.big_cores:
+            # The device hides its frequencies: the profile's big cores, then the rest.
+            ranked = [c for c in self.profile.big_cores if c in self.facts.cpus]
+            ranked += [c for c in self.facts.cpus if c not in ranked]
+            return sorted(ranked[:threads])
         return self.facts.fastest_cpus(threads)
 
 
+def abi_name(machine: str) -> str:
+    """Android's spelling of a CPU architecture (uname's aarch64 is arm64-v8a)."""
+    return {"aarch64": "arm64-v8a", "arm64": "arm64-v8a"}.get(machine, machine)
+
+
+def runner_abi(target: str) -> str:
+    """The ABI a runner build target runs on."""
+    return "arm64-v8a" if target == "android-arm64" else abi_name(platform.machine())
+
+
 def open_device(name: str) -> Device:
+    if name.startswith("adb:"):
+        from device_runners.adb import AdbAddress, AdbTransport
+
+        transport = AdbTransport(name, AdbAddress.parse(name))
+        return Device(profile_for_model(transport.model()), transport, name)
     try:
         profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown device {name!r}; known devices: {', '.join(known_devices())}") from None
-    transports = {"host": HostTransport}
-    return Device(profile, transports[profile.transport]())
+    if profile.transport == "host":
+        return Device(profile, HostTransport())
+    from device_runners.adb import AdbAddress, AdbTransport, find_serial
+
+    serial = find_serial(profile.models, f"{name} ({profile.description})" if profile.description else name)
+    return Device(profile, AdbTransport(name, AdbAddress(serial)))
+
+
+def attached_devices() -> list[dict]:
+    """Every device the adb server lists, and for those online: profile, model, ABI, CPU clusters, free storage."""
+    from device_runners.adb import attached
+
+    rows = []
+    for info in attached():  # starts the local adb server if it is not running
+        row: dict = {"device": f"adb:{info.serial}", "state": info.state}
+        if info.state == "device":
+            device = open_device(row["device"])
+            facts = device.facts
+            free = device.transport.free_bytes()
+            row |= {"profile": device.profile.name, "model": facts.model, "abi": facts.abi, "os": facts.os_version,
+                    "clusters": facts.clusters() or device.profile.clusters, "mem_total_mb": facts.mem_total_mb,
+                    "storage_free_mb": free // 2**20 if free is not None else None}
+        rows.append(row)
+    return rows

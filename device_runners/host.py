@@ -5,13 +5,14 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from device_runners.transport import DeviceFacts, RunResult, Transport, cpu_mask, sha256_file
+from device_runners.transport import DeviceFacts, RunResult, Transport, cpu_mask, local_sha256
 
 # Grace between the device-side timeout (coreutils `timeout`) and our own kill of the process group.
 _BACKSTOP_S = 15
@@ -19,9 +20,6 @@ _BACKSTOP_S = 15
 
 class HostTransport(Transport):
     kind = "host"
-
-    def __init__(self) -> None:
-        self._sha_memo: dict[tuple, str] = {}
 
     def stage(self, local: Path) -> str:
         if not Path(local).is_file():
@@ -49,7 +47,7 @@ class HostTransport(Transport):
         seconds = time.monotonic() - start
         # coreutils timeout exits 124 when it had to stop the command (137 when it needed SIGKILL).
         timed_out = proc.returncode in (124, 137) or seconds >= timeout + _BACKSTOP_S
-        return RunResult(proc.returncode, out, err, seconds, timed_out)
+        return RunResult(proc.returncode, out, err, seconds, timed_out, shlex.join(cmd))
 
     def read_files(self, globs: Sequence[str]) -> dict[str, str]:
         out = {}
@@ -60,12 +58,7 @@ class HostTransport(Transport):
         return out
 
     def sha256(self, device_path: str) -> str:
-        path = Path(device_path)
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in self._sha_memo:  # a 4 GB model takes seconds to hash: once per session is enough
-            self._sha_memo[key] = sha256_file(path)
-        return self._sha_memo[key]
+        return local_sha256(Path(device_path))
 
     def facts(self) -> DeviceFacts:
         cpus = sorted(os.sched_getaffinity(0))

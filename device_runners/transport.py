@@ -19,6 +19,7 @@ class RunResult:
     stderr: str
     seconds: float
     timed_out: bool = False
+    command: str = ""  # the command line as the device ran it (timeout, pinning, environment)
 
 
 @dataclasses.dataclass
@@ -38,13 +39,30 @@ class DeviceFacts:
         ranked = sorted(self.cpus, key=lambda c: (-self.cpu_max_khz.get(c, 0), c))
         return sorted(ranked[:n])
 
+    def clusters(self) -> list[str]:
+        """CPUs grouped by max frequency, slowest first: ["4×1704 MHz (cpu0-3)", ...]; [] without cpufreq."""
+        groups: dict[int, list[int]] = {}
+        for cpu in self.cpus:
+            if cpu in self.cpu_max_khz:
+                groups.setdefault(self.cpu_max_khz[cpu], []).append(cpu)
+        return [f"{len(cpus)}×{khz // 1000} MHz (cpu{format_cpu_list(cpus)})" for khz, cpus in sorted(groups.items())]
+
 
 class Transport(abc.ABC):
     kind: str
 
+    @property
+    def identity(self) -> str:
+        """Names the physical device, for the lock that keeps two processes from measuring on it at once."""
+        return self.kind
+
     @abc.abstractmethod
     def stage(self, local: Path) -> str:
         """Make a local file available on the device (skipping it when already there); its device path."""
+
+    def stage_together(self, files: Sequence[Path]) -> list[str]:
+        """Stage files into one folder on the device: a program next to its libraries (RUNPATH $ORIGIN)."""
+        return [self.stage(f) for f in files]  # right for transports that use files in place
 
     @abc.abstractmethod
     def run(self, argv: Sequence[str], timeout: float, cpus: Sequence[int] = ()) -> RunResult:
@@ -69,12 +87,47 @@ class Transport(abc.ABC):
 
 
 def cpu_mask(cpus: Sequence[int]) -> str:
-    """Hex affinity mask as `taskset` takes it (util-linux and Android's toybox both accept this form)."""
-    return hex(sum(1 << c for c in cpus))
+    """Hex affinity mask as `taskset` takes it: bare hex digits, since Android's toybox rejects a "0x" prefix
+    ("bad mask") while util-linux takes either."""
+    return f"{sum(1 << c for c in cpus):x}"
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """sysfs CPU lists such as "0-3,5" → [0, 1, 2, 3, 5]; [] for empty or malformed text."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or not (high or low).isdigit():
+            return []
+        cpus.update(range(int(low), int(high or low) + 1))
+    return sorted(cpus)
+
+
+def format_cpu_list(cpus: Sequence[int]) -> str:
+    """[0, 1, 2, 3, 5] → "0-3,5"."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
 
 
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+_LOCAL_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def local_sha256(path: Path) -> str:
+    """sha256 of a local file, once per process for each (path, size, mtime): a 4 GB model takes seconds."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _LOCAL_SHA256:
+        _LOCAL_SHA256[key] = sha256_file(Path(path))
+    return _LOCAL_SHA256[key]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -18,6 +18,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import filelock
+
 from device_runners.transport import sha256_file
 from harness.paths import cache_root
 from models.spec import ModelSpec, compute_profile
@@ -78,6 +80,13 @@ def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artif
     """The cached artifact for (spec, recipe), converting it first if the cache lacks it."""
     key, inputs = cache_key(spec, recipe)
     folder = cache_root() / "artifacts" / f"{spec.name}-{recipe.quant}-p{recipe.prefill_len}-kv{recipe.kv_len}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    # Processes that want the same artifact at once (pytest-xdist workers, one per device) convert it once.
+    with filelock.FileLock(folder / "convert.lock"):
+        return _load_or_convert(spec, recipe, key, inputs, folder, log)
+
+
+def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, folder: Path, log) -> Artifact:
     model_path, meta_path = folder / "model.tflite", folder / "meta.json"
     if model_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -86,7 +95,6 @@ def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artif
             meta_path.write_text(json.dumps(meta, indent=2))
         return Artifact(model_path, meta)
 
-    folder.mkdir(parents=True, exist_ok=True)
     partial = folder / "model.tflite.partial"
     job = {
         "family": spec.family.name,

@@ -2,8 +2,14 @@
 
   convert  --model tinyllama --size tiny --quant dynamic_int8      → prints the artifact path
   bench    ARTIFACT --device host --prefill 128 --decode 64 --json → prints the measured figures
-  report   --results-db results/results.db --out results/           → writes the HTML report of a run
-  devices                                                           → lists the known devices and their facts
+  report   --results-db results/results.db --out results/ [--baseline REF]
+                                                → the comparison report of a run and the regression dashboard
+  gate     --results-db URL --run ID --baseline REF [--thresholds gate.toml] [--update-baseline NAME]
+                                                → the release gate: exit 1 on a failing cell or a regression
+  export   --results-db URL [--run ID | --all] --format csv|json|md → the results in one schema
+  devices                                                           → the host and every attached adb device
+
+REF names a run: a baseline name (set by gate --update-baseline), a run label (its latest run) or a run id.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +28,11 @@ class CliError(Exception):
     """A one-line error for the user; exit code 1."""
 
 
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-db", default="results/results.db", help="file path or SQLAlchemy URL")
+    p.add_argument("--run", type=int, default=None, help="run id [the latest]")
+
+
 def _add_lengths(p: argparse.ArgumentParser, prefill_default: int | None) -> None:
     p.add_argument("--prefill", type=int, default=prefill_default, help="prefill length (tokens)")
     p.add_argument("--decode", type=int, default=64, help="decode length (tokens) [64]")
@@ -28,7 +40,7 @@ def _add_lengths(p: argparse.ArgumentParser, prefill_default: int | None) -> Non
 
 def parser() -> argparse.ArgumentParser:
     from device_runners.device import known_devices
-    from harness.artifacts import QUANTS
+    from reports.printers import PRINTERS
 
     ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert a model to a prefill+decode .tflite (cached)")
     c.add_argument("--model", required=True, help="model family (see `models/registry.py`)")
     c.add_argument("--size", default="tiny", help="tiny | full [tiny]")
-    c.add_argument("--quant", default="dynamic_int8", help=f"one of: {', '.join(QUANTS)} [dynamic_int8]")
+    # Not listed here: importing the recipes imports litert-torch and TensorFlow (seconds) for every command.
+    c.add_argument("--quant", default="dynamic_int8", help="quantization recipe; a wrong one lists the valid "
+                                                           "ones [dynamic_int8]")
     _add_lengths(c, 128)
     c.add_argument("--kv-len", type=int, default=None, help="KV cache length [prefill+decode, rounded up to 128]")
     c.add_argument("--checkpoint-dir", type=Path, default=None, help="local HF safetensors checkpoint")
@@ -57,12 +71,26 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=600.0, help="device-side timeout, seconds [600]")
     b.add_argument("--json", action="store_true", help="print JSON (medians, samples, spread, device facts)")
 
-    r = sub.add_parser("report", help="write the HTML report of a stored run")
-    r.add_argument("--results-db", default="results/results.db", help="file path or SQLAlchemy URL")
-    r.add_argument("--run", type=int, default=None, help="run id [the latest]")
+    r = sub.add_parser("report", help="write the comparison report of a run and the regression dashboard")
+    _add_store(r)
+    r.add_argument("--baseline", default=None, help="compare with this run: baseline name, label or run id")
+    r.add_argument("--thresholds", type=Path, default=None, help="gate thresholds (TOML) [the repository's gate.toml]")
     r.add_argument("--out", type=Path, default=Path("results"), help="output folder [results/]")
 
-    sub.add_parser("devices", help="list the known devices and what they report")
+    g = sub.add_parser("gate", help="judge a run against the thresholds and a baseline; exit 1 when it fails")
+    _add_store(g)
+    g.add_argument("--baseline", default=None, help="compare with this run: baseline name, label or run id")
+    g.add_argument("--thresholds", type=Path, default=None, help="gate thresholds (TOML) [the repository's gate.toml]")
+    g.add_argument("--update-baseline", metavar="NAME", default=None,
+                   help="when the run passes, record it as baseline NAME")
+
+    e = sub.add_parser("export", help="print stored results as CSV, JSON or Markdown (one schema)")
+    _add_store(e)
+    e.add_argument("--all", action="store_true", help="every run, not just one")
+    e.add_argument("--format", default="csv", choices=list(PRINTERS), help="output format [csv]")
+    e.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
+
+    sub.add_parser("devices", help="list the host and the attached adb devices with what they report")
     return ap
 
 
@@ -120,36 +148,82 @@ def _meta(model: Path) -> dict:
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def _open(args: argparse.Namespace):
+    """The store, the run to work on (the latest unless --run) and the baseline run (None without --baseline)."""
     from harness.store import Store
-    from reports.render import render_run_report
 
     store = Store(args.results_db)
-    runs = store.runs_frame()
-    if runs.empty:
-        raise CliError(f"no runs in {store.url}")
-    run_id = args.run if args.run is not None else int(runs["id"].max())
-    if run_id not in set(runs["id"]):
-        raise CliError(f"no run {run_id} in {store.url}; runs: {', '.join(map(str, runs['id']))}")
-    print(render_run_report(store, run_id, args.out / f"run-{run_id}.html"))
+    try:
+        run_id = store.resolve_run(args.run) if args.run is not None else store.latest_run()
+        baseline = store.resolve_run(args.baseline) if getattr(args, "baseline", None) else None
+    except LookupError as e:
+        raise ValueError(str(e)) from None  # a usage error: the message lists the runs there are
+    return store, run_id, baseline
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from harness.gate import config_from
+    from reports.render import render_dashboard, render_run_report
+
+    store, run_id, baseline = _open(args)
+    config = config_from(args.thresholds)
+    print(render_run_report(store, run_id, args.out / f"run-{run_id}.html", baseline, config))
+    print(render_dashboard(store, args.out / "dashboard.html", config))
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from harness.gate import config_from, evaluate_run
+    from harness.gate_summary import publish
+
+    store, run_id, baseline = _open(args)
+    config = config_from(args.thresholds)
+    verdicts = evaluate_run(store, run_id, baseline, config)
+    if not verdicts:
+        raise CliError(f"run {run_id} has no results to judge")
+    print(publish(verdicts, run_id, baseline, config.source))
+    failed = [v for v in verdicts if not v.passed]
+    for v in failed:
+        print(v.message(), file=sys.stderr)
+    if failed:
+        return 1
+    if args.update_baseline:
+        store.set_baseline(args.update_baseline, run_id)
+        print(f"baseline {args.update_baseline!r} is now run {run_id}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from reports.printers import export
+
+    store, run_id, _ = _open(args)
+    frame = store.results_frame(None if args.all else run_id)
+    if args.out is None:
+        try:
+            export(frame, args.format, sys.stdout)
+        except BrokenPipeError:  # `export ... | head` stopped reading: fine, but no traceback at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    with open(args.out, "w", encoding="utf-8", newline="") as f:
+        export(frame, args.format, f)
 
 
 def cmd_devices(args: argparse.Namespace) -> None:
-    from device_runners.device import known_devices, open_device
+    from device_runners.device import attached_devices, open_device
 
-    for name in known_devices():
-        print(json.dumps({"device": name, **dataclasses.asdict(open_device(name).facts)}))
+    print(json.dumps({"device": "host", **dataclasses.asdict(open_device("host").facts)}))
+    for row in attached_devices():  # through the adb server: model, ABI, CPU clusters, free storage
+        print(json.dumps(row))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"convert": cmd_convert, "bench": cmd_bench, "report": cmd_report, "devices": cmd_devices}
+    commands = {"convert": cmd_convert, "bench": cmd_bench, "report": cmd_report, "gate": cmd_gate,
+                "export": cmd_export, "devices": cmd_devices}
     try:
-        commands[args.command](args)
+        return commands[args.command](args) or 0
     except ValueError as e:  # unknown names and bad values: a usage error that lists the valid ones
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (CliError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return 0

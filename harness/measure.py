@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from device_runners.device import Device
+from device_runners.device import Device, abi_name, runner_abi
 from device_runners.device_state import changes
 from device_runners.transport import tail
 from harness import stats
@@ -69,12 +69,21 @@ class RunnerError(RuntimeError):
 def bench(device: Device, runner: RunnerBuild, model: Path, workload: Workload, timeout: float = 600.0,
           compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> dict:
     """Run the native runner once (warmup + reps inside) and return its JSON plus summaries and context."""
-    binary = device.transport.stage(runner.binary)
-    lib = device.transport.stage(runner.runtime_lib)  # RUNPATH $ORIGIN: the library sits next to the binary
+    check_abi(device, runner)
+    # RUNPATH $ORIGIN: the library sits next to the binary
+    binary, lib = device.transport.stage_together([runner.binary, runner.runtime_lib])
     result = run_benchmark(device, [binary], model, workload, timeout, compute, cv_limit_pct)
     result["provenance"]["sha256"] |= {"runner": device.transport.sha256(binary),
                                        "runtime_lib": device.transport.sha256(lib)}
     return result
+
+
+def check_abi(device: Device, runner: RunnerBuild) -> None:
+    """A runner built for another ABI fails on the device with an obscure loader error: say what is wrong first."""
+    wanted, found = runner_abi(runner.target), abi_name(device.facts.abi)
+    if found and found != wanted:
+        raise RuntimeError(f"{device.name} reports ABI {found}, but its profile '{device.profile.name}' runs the "
+                           f"{runner.target} runner, built for {wanted}")
 
 
 def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: float = 600.0,
@@ -127,6 +136,7 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
             "harness_version": HARNESS_VERSION, "harness_git_commit": git_commit(),
             "sha256": {"model": device.transport.sha256(model_on_device)},
             "command": command,
+            "device_command": result.command,  # as the device ran it: timeout, taskset mask, environment
         },
     }
 

@@ -1,4 +1,5 @@
-"""The pytest plugin behind `pytest suites/`: options, the `cell` parametrization, fixtures, end-of-run report.
+"""The pytest plugin behind `pytest suites/`: options, the `cell` parametrization, fixtures (measure, gate),
+the end-of-run table, gate summary (terminal and $GITHUB_STEP_SUMMARY) and reports.
 
 Registered by the repository's root conftest.py (pytest's documented pytest_addoption + fixture pattern).
 """
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.gate import CellVerdict, GateConfig, GateConfigError, config_from, evaluate_run
 from harness.session import BenchSession, Cell, Settings, parse_cpus
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -32,7 +34,8 @@ def _ints(option: str, value: str) -> tuple[int, ...]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("litert-bench", "LLM benchmark cells (model × quant × device × lengths)")
-    g.addoption("--device", default=",".join(_DEFAULTS.devices), help="device profile(s), comma-separated [host]")
+    g.addoption("--device", default=",".join(_DEFAULTS.devices),
+                help="device profile(s) or adb:SERIAL[@HOST:PORT], comma-separated [host]")
     g.addoption("--models", default=",".join(_DEFAULTS.models), help="model families, comma-separated")
     g.addoption("--quant", default=",".join(_DEFAULTS.quants), help="quantization recipes, comma-separated")
     g.addoption("--size", default=_DEFAULTS.size, help="tiny (CI-sized) or full (published config) [tiny]")
@@ -58,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                    "[results/results.db]")
     g.addoption("--report", default=None, help="folder for the HTML report [results/]")
     g.addoption("--run-label", default=None, help="label stored with the run")
+    g.addoption("--baseline", default=None, help="compare with this run: a baseline name, a run label (its last "
+                                                 "run) or a run id; significant regressions fail their cell")
+    g.addoption("--gate", default=None, help="release-gate thresholds (TOML) [gate.toml at the repository root]")
 
 
 def _cpus(value: str | None) -> tuple[int, ...] | None:
@@ -69,14 +75,16 @@ def _cpus(value: str | None) -> tuple[int, ...] | None:
 
 def settings_from(config: pytest.Config) -> Settings:
     """Validated settings; bad names raise pytest.UsageError listing the valid ones."""
-    from device_runners.device import known_devices
+    from device_runners.device import is_adb_name, known_devices
     from harness.artifacts import QUANTS
     from models.registry import FAMILIES
     from models.spec import SIZES
 
     opt = config.getoption
+    devices = _csv(opt("--device"))
     choices = {"--models": (_csv(opt("--models")), sorted(FAMILIES)), "--quant": (_csv(opt("--quant")), QUANTS),
-               "--device": (_csv(opt("--device")), known_devices()), "--size": ((opt("--size"),), SIZES)}
+               "--device": (devices, [*known_devices(), *filter(is_adb_name, devices)]),
+               "--size": ((opt("--size"),), SIZES)}
     for option, (given, valid) in choices.items():
         bad = [g for g in given if g not in valid]
         if bad or not given:
@@ -95,6 +103,7 @@ def settings_from(config: pytest.Config) -> Settings:
     if runner_bin and not Path(runner_bin).is_file():
         raise pytest.UsageError(f"--runner-bin {runner_bin!r} is not a file")
     root = config.rootpath
+    results_db = opt("--results-db") or str(root / "results" / "results.db")
     return Settings(
         devices=choices["--device"][0], models=choices["--models"][0], quants=choices["--quant"][0],
         size=opt("--size"), prefill=_ints("--prefill", opt("--prefill")), decode=_ints("--decode", opt("--decode")),
@@ -103,9 +112,32 @@ def settings_from(config: pytest.Config) -> Settings:
         cv_limit_pct=opt("--cv-limit"), cooldown_s=opt("--cooldown"),
         checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=opt("--seed"),
         runner_bin=Path(runner_bin).resolve() if runner_bin else None, runner_timeout=opt("--runner-timeout"),
-        results_db=opt("--results-db") or str(root / "results" / "results.db"),
-        report_dir=Path(opt("--report") or root / "results"), label=opt("--run-label"),
+        results_db=results_db, report_dir=Path(opt("--report") or root / "results"), label=opt("--run-label"),
+        baseline_run=_baseline_run(results_db, opt("--baseline")), gate=_gate_config(opt("--gate")),
     )
+
+
+def _baseline_run(results_db: str, ref: str | None) -> int | None:
+    """Resolved now, before this session's run exists: `--run-label nightly --baseline nightly` then means
+    the previous nightly run, not this one."""
+    if ref is None:
+        return None
+    from harness.store import Store
+
+    store = Store(results_db)
+    try:
+        return store.resolve_run(ref)
+    except LookupError as e:
+        raise pytest.UsageError(f"--baseline: {e}") from None
+    finally:
+        store.close()
+
+
+def _gate_config(path: str | None) -> GateConfig:
+    try:
+        return config_from(path)
+    except GateConfigError as e:
+        raise pytest.UsageError(f"--gate: {e}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -137,27 +169,46 @@ def measure(bench_session: BenchSession):
     return bench_session.measure
 
 
+@pytest.fixture
+def gate(bench_session: BenchSession):
+    """gate(result) judges a measured cell (the dict `measure` returned) against the thresholds file and the
+    baseline run; a failing cell fails its test with the figures. Returns the verdict."""
+
+    def check(result: dict) -> CellVerdict:
+        verdict = bench_session.gate(result["result_id"])
+        if not verdict.passed:
+            pytest.fail(verdict.message(), pytrace=False)
+        return verdict
+
+    return check
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     bench = session.config.stash.get(SESSION, None)
     if bench is not None:
-        session.config.stash[_REPORT] = bench.close()
+        session.config.stash[_REPORTS] = bench.close()
 
 
-_REPORT = pytest.StashKey[Path | None]()
+_REPORTS = pytest.StashKey[list[Path]]()
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     bench = config.stash.get(SESSION, None)
-    if bench is None or bench.run_id is None:
+    if bench is None or bench.run_id is None or hasattr(config, "workerinput"):  # xdist: the controller reports
         return
+    from harness.gate_summary import publish
     from reports.table import format_table
 
     terminalreporter.section(f"litert-bench run {bench.run_id}")
     terminalreporter.write_line(format_table(bench.store.results_frame(bench.run_id)))
+    # From the store, not from the cells' tests: pytest-xdist workers judged theirs in other processes.
+    settings = bench.settings
+    verdicts = evaluate_run(bench.store, bench.run_id, settings.baseline_run, settings.gate)
+    terminalreporter.section("release gate")
+    terminalreporter.write_line(publish(verdicts, bench.run_id, settings.baseline_run, settings.gate.source))
     terminalreporter.write_line(f"results: {bench.store.url}")
-    report = config.stash.get(_REPORT, None)
-    if report:
-        terminalreporter.write_line(f"report:  {report}")
+    for path in config.stash.get(_REPORTS, []):
+        terminalreporter.write_line(f"report:  {path}")
 
 
 __all__ = ["Cell"]

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from device_runners.device import Device, open_device
 from harness.artifacts import Recipe, ensure_artifact, kv_len_for
+from harness.device_lock import device_lock
+from harness.gate import CellVerdict, GateConfig, evaluate_cell
 from harness.measure import Workload, bench, cooldown
 from harness.provenance import HARNESS_VERSION, git_commit
 from harness.store import Store
@@ -67,6 +69,8 @@ class Settings:
     results_db: str = "results/results.db"
     report_dir: Path = Path("results")
     label: str | None = None
+    baseline_run: int | None = None  # resolved before this session's run exists: a label means its last run
+    gate: GateConfig = GateConfig()
 
     def cells(self) -> list[Cell]:
         return [Cell(m, self.size, q, d, p, n, t, k) for m, q, d, p, n, t, k in itertools.product(
@@ -101,13 +105,18 @@ class BenchSession:
         self._devices: dict[str, Device] = {}
         self._runners: dict[str, RunnerBuild] = {}
         self._baseline_temp: dict[str, float | None] = {}  # per device, taken before its first cell
+        self._baseline_cells: list[dict] | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:  # opened on the first cell, so a session that measures nothing records no run
             self._store = Store(self.settings.results_db)
-            self.run_id = self._store.start_run(self.settings.label, self.argv, git_commit(), HARNESS_VERSION)
+            self.run_id = self._start_run(self._store)
         return self._store
+
+    def _start_run(self, store: Store) -> int:
+        """The run this session's cells are stored under (pytest-xdist workers join their controller's)."""
+        return store.start_run(self.settings.label, self.argv, git_commit(), HARNESS_VERSION)
 
     def device(self, name: str) -> Device:
         if name not in self._devices:
@@ -127,7 +136,8 @@ class BenchSession:
         return self._runners[target]
 
     def measure(self, cell: Cell) -> dict:
-        """Convert (cached), run and store one cell; a failure is stored too, then re-raised."""
+        """Convert (cached), run and store one cell; a failure is stored too, then re-raised.
+        The result carries its row's id in the store (result_id), for the gate."""
         row = {"model": f"{cell.model}-{cell.size}", "quant": cell.quant, "device": cell.device,
                "prefill_len": cell.prefill, "decode_len": cell.decode, "depth": cell.depth}
         store, run_id = self.store, self.run_id
@@ -136,9 +146,10 @@ class BenchSession:
             artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, cell.kv_len), log=self.log)
             row |= {"artifact_sha256": artifact.sha256, "artifact_bytes": artifact.meta["bytes"]}
             device = self.device(cell.device)
-            waited = cooldown(device, self._baseline_temp[cell.device], max_wait_s=self.settings.cooldown_s)
-            result = bench(device, self.runner_for(device), artifact.path, self.settings.workload(cell),
-                           self.settings.runner_timeout, artifact.meta.get("compute"), self.settings.cv_limit_pct)
+            with device_lock(device.transport.identity, self.log):  # one process per device at a time
+                waited = cooldown(device, self._baseline_temp[cell.device], max_wait_s=self.settings.cooldown_s)
+                result = bench(device, self.runner_for(device), artifact.path, self.settings.workload(cell),
+                               self.settings.runner_timeout, artifact.meta.get("compute"), self.settings.cv_limit_pct)
         except BaseException as e:  # Ctrl-C included: record what happened to this cell, keep the rest
             store.add_result(run_id, row | {"status": "failed", "error": f"{type(e).__name__}: {e}"})
             raise
@@ -156,17 +167,31 @@ class BenchSession:
                                              "provenance", "warnings")}
         data |= {"device_facts": dataclasses.asdict(device.facts), "artifact": artifact.meta,
                  "cooldown_s": round(waited, 2)}
-        store.add_result(run_id, row, data)
-        return result
+        return result | {"result_id": store.add_result(run_id, row, data)}
 
-    def close(self) -> Path | None:
-        """Finish the run and write its report; the report's path, or None when nothing was measured."""
+    def gate(self, result_id: int) -> CellVerdict:
+        """Judge a stored cell against the gate's limits and, when one was chosen, the baseline run."""
+        if self._baseline_cells is None and self.settings.baseline_run is not None:
+            self._baseline_cells = self.store.results_frame(self.settings.baseline_run).to_dict("records")
+        rec = self.store.results_frame(result_id=result_id).to_dict("records")[0]
+        return evaluate_cell(rec, self._baseline_cells, self.settings.gate)
+
+    def close(self) -> list[Path]:
+        """Finish the run, write its report (against the baseline, if any) and the dashboard of the whole
+        history; their paths, none when nothing was measured."""
+        self.close_devices()
         if self._store is None:
-            return None
-        from reports.render import render_run_report
+            return []
+        from reports.render import render_dashboard, render_run_report
 
         self._store.finish_run(self.run_id)
-        out = render_run_report(self._store, self.run_id, Path(self.settings.report_dir) / f"run-{self.run_id}.html")
+        folder = Path(self.settings.report_dir)
+        outs = [render_run_report(self._store, self.run_id, folder / f"run-{self.run_id}.html",
+                                  self.settings.baseline_run, self.settings.gate),
+                render_dashboard(self._store, folder / "dashboard.html", self.settings.gate)]
+        return outs
+
+    def close_devices(self) -> None:
+        """Remove what this session left on its devices (working folders; the file cache stays)."""
         for device in self._devices.values():
             device.transport.close()
-        return out

@@ -3,10 +3,12 @@
 Every figure the harness reports is a median over repetitions (warmup discarded by the runner), with its
 spread: MAD and standard deviation, the coefficient of variation, a bootstrap 95 % confidence interval of the
 median, the samples that look like outliers, and a verdict on whether the figure is stable enough to trust.
+Two runs' samples of a figure are compared with a significance test plus a minimum effect size (compare).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -86,3 +88,59 @@ def summarize(samples: Sequence[float], cv_limit_pct: float = CV_LIMIT_PCT) -> d
         "stable": stable,
         "verdict": reason,
     }
+
+
+# The gate and the reports call a change real only when both hold: the samples differ (Mann–Whitney U,
+# two-sided, p below ALPHA) and the median moved by at least MIN_EFFECT_PCT of the baseline's median.
+# The test alone fires on tiny shifts once there are many samples; the effect size alone fires on noise.
+ALPHA = 0.05
+MIN_EFFECT_PCT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    baseline_median: float
+    median: float
+    delta_pct: float  # signed change of the median, % of the baseline's median
+    p_value: float | None  # None: too few samples on a side to test
+    significant: bool
+    verdict: str  # regression | improvement | unchanged
+
+    def describe(self, unit: str = "") -> str:
+        p = "untested" if self.p_value is None else f"p={self.p_value:.3g}"
+        return (f"{figure(self.median)}{unit} vs baseline {figure(self.baseline_median)}{unit} "
+                f"({self.delta_pct:+.1f} %, {p}): {self.verdict}")
+
+
+def figure(x: float) -> str:
+    """A measured value for people: 4 significant digits, thousands separated, never in e-notation."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def delta_pct(baseline: float, value: float) -> float:
+    return 100.0 * (value - baseline) / baseline if baseline else math.nan
+
+
+def compare(baseline: Sequence[float], candidate: Sequence[float], higher_is_better: bool,
+            min_effect_pct: float = MIN_EFFECT_PCT, alpha: float = ALPHA) -> Comparison:
+    """Is `candidate` really different from `baseline`? Samples of one metric, e.g. decode tok/s per rep.
+
+    With a single value on a side (peak memory is one figure per run) there is nothing to test, and the
+    verdict rests on the effect size alone: give such metrics a larger min_effect_pct."""
+    base, cand = [float(x) for x in baseline], [float(x) for x in candidate]
+    if not base or not cand:
+        raise ValueError("no samples to compare")
+    base_med, cand_med = statistics.median(base), statistics.median(cand)
+    delta = delta_pct(base_med, cand_med)
+    p_value = None
+    if len(base) > 1 and len(cand) > 1:
+        from scipy.stats import mannwhitneyu  # here: scipy.stats takes a second to import, most callers never test
+
+        # Identical samples on both sides make U's variance zero (p is NaN): nothing differs.
+        p = float(mannwhitneyu(base, cand, alternative="two-sided").pvalue)
+        p_value = 1.0 if math.isnan(p) else p
+    big_enough = not math.isnan(delta) and abs(delta) >= min_effect_pct
+    significant = big_enough and (p_value is None or p_value < alpha)
+    better = (delta > 0) == higher_is_better
+    verdict = "unchanged" if not significant else "improvement" if better else "regression"
+    return Comparison(base_med, cand_med, delta, p_value, significant, verdict)

@@ -1,1 +1,2 @@
-"""Human-facing output: HTML reports (Jinja, self-contained) and terminal tables, read from the store."""
+"""Human-facing output read from the store: the comparison report and the regression dashboard (Jinja,
+self-contained HTML with matplotlib SVG charts), terminal and Markdown tables, and CSV/JSON/Markdown exports."""

@@ -1,8 +1,12 @@
-"""The short table printed at the end of a session (and by the CLI): one row per cell."""
+"""Tables as text: the fixed-width table printed at the end of a session (and by the CLI), and Markdown
+tables for exports and CI summaries. COLUMNS is the one column list both show for result rows."""
 
 from __future__ import annotations
 
+import html
 import math
+import re
+from collections.abc import Container, Sequence
 
 import pandas as pd
 
@@ -24,9 +28,10 @@ COLUMNS = [
     ("status", "status", "{}"),
     ("stable", "stable", "bool"),
 ]
+NUMERIC = range(3, len(COLUMNS))  # right-aligned; model, quant and device are text
 
 
-def _cell(value, fmt: str) -> str:
+def cell(value, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if fmt == "bool":
@@ -34,13 +39,41 @@ def _cell(value, fmt: str) -> str:
     return fmt.format(value)
 
 
-def format_table(frame: pd.DataFrame) -> str:
-    """A fixed-width table of the cells in `frame` (the store's results columns)."""
-    rows = [[h for h, _, _ in COLUMNS]]
-    for rec in frame.to_dict("records"):
-        rows.append([_cell(rec.get(col), fmt) for _, col, fmt in COLUMNS])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(v.rjust(w) if i >= 3 else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
+def result_rows(frame: pd.DataFrame) -> list[list[str]]:
+    return [[cell(rec.get(col), fmt) for _, col, fmt in COLUMNS] for rec in frame.to_dict("records")]
+
+
+def fixed_width(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Container[int]) -> str:
+    """Columns padded to their widest value; the `numeric` ones (indexes) right-aligned, the others left."""
+    table = [list(headers), *map(list, rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    lines = ["  ".join(v.rjust(w) if i in numeric else v.ljust(w)
+                       for i, (v, w) in enumerate(zip(r, widths, strict=True))) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """A fixed-width table of the cells in `frame` (the store's results columns)."""
+    return fixed_width([h for h, _, _ in COLUMNS], result_rows(frame), NUMERIC)
+
+
+# Characters Markdown gives a meaning to inside a table cell; GitHub also renders inline HTML, hence <, >, &.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md_escape(text: str) -> str:
+    """Untrusted text as one Markdown table cell: one line, no HTML, no emphasis/links/code, no cell breaks."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
+
+
+def md_row(values: Sequence[str]) -> str:
+    return "| " + " | ".join(md_escape(v) for v in values) + " |"
+
+
+def md_rule(n: int, numeric: Container[int]) -> str:
+    return "|" + "|".join("---:" if i in numeric else "---" for i in range(n)) + "|"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Container[int]) -> str:
+    return "\n".join([md_row(headers), md_rule(len(headers), numeric), *(md_row(r) for r in rows)])

@@ -1,8 +1,9 @@
 """Speed and memory of every cell: model × quant × device × lengths × threads.
 
 Each cell is converted (or taken from the artifact cache), run by the native runner on its device and stored
-the moment it finishes. The figures are recorded, not judged here: what these tests assert is that the
-measurement itself is sound (every repetition present, positive rates, generated tokens in the vocabulary).
+the moment it finishes. The test asserts that the measurement itself is sound (every repetition present,
+positive rates, generated tokens in the vocabulary), then the release gate judges the figures: the limits of
+gate.toml (or --gate FILE) and, with --baseline, a significant regression against the baseline run.
 """
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.performance
 
 
-def test_prefill_and_decode(cell, measure, bench_session):
+def test_prefill_and_decode(cell, measure, gate, bench_session):
     result = measure(cell)
     runner = result["runner"]
     samples = runner["samples"]
@@ -20,3 +21,4 @@ def test_prefill_and_decode(cell, measure, bench_session):
     assert len(runner["tokens"]) == cell.decode
     assert all(0 <= t < runner["vocab"] for t in runner["tokens"])
     assert result["peak_rss_mb"] > 0
+    gate(result)

@@ -1,14 +1,58 @@
-"""Fixtures for the harness's own tests: an isolated artifact/runner cache and converted tiny models."""
+"""Fixtures for the harness's own tests: an isolated artifact/runner cache, converted tiny models, results
+databases on SQLite and PostgreSQL, and the system's Chromium."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.adb_fixtures import adb_server, fake_adb_device  # noqa: F401 - fixtures: the test device behind adb
+
 REPO = Path(__file__).resolve().parent.parent
+# .ci/run installs Chromium and starts PostgreSQL, and says so: there a missing service fails its tests.
+SERVICES_PROVIDED = os.environ.get("LITERT_BENCH_CI") == "1"
+
+
+def need_service(reason: str) -> None:
+    if SERVICES_PROVIDED:
+        pytest.fail(f"{reason}; .ci/run provides it (LITERT_BENCH_CI=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def results_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh, empty results database: a SQLite file, or a new database on the PostgreSQL server named by
+    $LITERT_BENCH_PG_URL (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "results.db")
+        return
+    server = os.environ.get("LITERT_BENCH_PG_URL")
+    if not server:
+        need_service("LITERT_BENCH_PG_URL is unset: no PostgreSQL server (bash tests/pg_server.sh start DIR)")
+    import sqlalchemy as sa
+
+    name = f"litert_bench_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")  # CREATE DATABASE refuses a transaction
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))  # FORCE: a store left open
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system's Chromium (Debian's `chromium` package); Playwright drives it and downloads no browser."""
+    path = os.environ.get("LITERT_BENCH_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        need_service("no chromium on PATH (Debian: apt-get install chromium)")
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -25,7 +25,7 @@ def test_convert_prints_the_cached_artifact_path(tiny_artifact):
     (["convert", "--model", "gpt5"], "known models: tinyllama"),
     (["convert", "--model", "tinyllama", "--quant", "int3"], "known: none, fp16, weight_only_int8, dynamic_int8"),
     (["convert", "--model", "tinyllama", "--size", "huge"], "sizes: tiny, full"),
-    (["bench", "x.tflite", "--device", "pixel99"], "known devices: host"),
+    (["bench", "x.tflite", "--device", "pixel99"], "known devices: adb-test-device, android, galaxy-s24"),
 ])
 def test_unknown_names_are_usage_errors_listing_the_valid_ones(args, listing):
     out = run_cli(*args)

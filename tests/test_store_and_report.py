@@ -1,10 +1,12 @@
-"""The results store (real SQLite) and the run report (Jinja, autoescaped)."""
+"""The results store, on real SQLite and (with $LITERT_BENCH_PG_URL) a real PostgreSQL server, and the run
+report (Jinja, autoescaped)."""
 
 import json
 
 import pytest
+import sqlalchemy as sa
 
-from harness.store import Store
+from harness.store import Store, url_for
 from reports.render import render_run_report
 from reports.table import format_table
 
@@ -16,20 +18,53 @@ def _ok_row(**extra):
             "decode_ci_low": 120.0, "decode_ci_high": 125.0} | extra
 
 
-def test_each_cell_is_committed_when_added(tmp_path):
-    db = tmp_path / "r.db"
-    writer = Store(str(db))
+def test_each_cell_is_committed_when_added(results_url):
+    writer = Store(results_url)
     run = writer.start_run("label", ["pytest", "suites/"])
     writer.add_result(run, _ok_row(), {"spread": {}})
     # A second connection (another process in real life) already sees the row: nothing waits for the end.
-    frame = Store(str(db)).results_frame(run)
+    frame = Store(results_url).results_frame(run)
     assert list(frame["decode_tok_s"]) == [123.4] and list(frame["label"]) == ["label"]
 
 
-def test_unknown_column_is_refused(tmp_path):
-    store = Store(str(tmp_path / "r.db"))
+def test_unknown_column_is_refused(results_url):
+    store = Store(results_url)
     with pytest.raises(ValueError, match="unknown result columns"):
         store.add_result(store.start_run(), {"model": "m", "quant": "q", "device": "d", "status": "ok", "tok": 1})
+
+
+def test_types_round_trip(results_url):
+    """Booleans, 64-bit integers, long text and time zones come back as they went in, on every database."""
+    store = Store(results_url)
+    run = store.start_run("types", git_commit="f" * 40, harness_version="0.1.0")
+    warnings = "cpu0: frequency cap dropped\n" * 200
+    store.add_result(run, _ok_row(stable=False, artifact_bytes=5_000_000_000, warnings=warnings))
+    store.add_result(run, _ok_row(stable=True, quant="none"))
+    store.finish_run(run)
+    rec = store.results_frame(run).set_index("quant")
+    assert not rec.loc["dynamic_int8", "stable"] and rec.loc["none", "stable"]
+    assert int(rec.loc["dynamic_int8", "artifact_bytes"]) == 5_000_000_000
+    assert rec.loc["dynamic_int8", "warnings"] == warnings
+    runs = store.runs_frame().set_index("id")
+    assert runs.loc[run, "finished_at"] >= runs.loc[run, "started_at"]
+    assert runs.loc[run, "git_commit"] == "f" * 40
+
+
+def test_runs_are_found_by_id_label_or_baseline_name(results_url):
+    store = Store(results_url)
+    first, second = store.start_run("nightly"), store.start_run("nightly")
+    other = store.start_run("<b>x</b>")
+    assert store.resolve_run(str(first)) == first and store.resolve_run(other) == other
+    assert store.resolve_run("nightly") == second  # a label names its latest run
+    store.set_baseline("release-1.0", first)
+    store.set_baseline("release-1.0", second)  # moving a baseline replaces it
+    assert store.resolve_run("release-1.0") == second
+    assert store.baselines_frame()[["name", "run_id"]].values.tolist() == [["release-1.0", second]]
+    with pytest.raises(LookupError, match=r"no run 'nope'.*baselines: release-1.0; labels: <b>x</b>, nightly"):
+        store.resolve_run("nope")
+    with pytest.raises(LookupError, match="no run '99'"):
+        store.resolve_run(99)
+    assert store.latest_run() == other
 
 
 def test_report_and_table_show_every_cell_and_escape_hostile_names(tmp_path):
@@ -48,27 +83,28 @@ def test_report_and_table_show_every_cell_and_escape_hostile_names(tmp_path):
     assert "123.4" in table and "failed" in table and len(table.splitlines()) == 4
 
 
-def test_result_data_keeps_every_sample(tmp_path):
-    store = Store(str(tmp_path / "r.db"))
+def test_result_data_keeps_every_sample(results_url):
+    store = Store(results_url)
     run = store.start_run()
     samples = [{"decode_tok_s": v} for v in (1.0, 2.0, 3.0)]
     store.add_result(run, _ok_row(), {"runner": {"samples": samples}})
     assert json.loads(store.results_frame(run)["data"][0])["runner"]["samples"] == samples
 
 
-def test_database_from_an_older_harness_gains_the_new_columns(tmp_path):
-    import sqlite3
-
-    db = tmp_path / "old.db"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE results (id INTEGER PRIMARY KEY, run_id INTEGER, created_at TIMESTAMP, "
-                 "model VARCHAR, quant VARCHAR, device VARCHAR, status VARCHAR, data TEXT)")
-    conn.execute("INSERT INTO results (run_id, created_at, model, quant, device, status) "
-                 "VALUES (1, '2026-01-01', 'old', 'none', 'host', 'ok')")
-    conn.commit()
-    conn.close()
-    store = Store(str(db))
-    store.add_result(store.start_run(), _ok_row(depth=64, stable=False, warnings="cpu4 throttled"))
+def test_database_from_an_older_harness_gains_the_new_columns(results_url):
+    engine = sa.create_engine(url_for(results_url))
+    serial = "SERIAL" if engine.dialect.name == "postgresql" else "INTEGER"  # an auto-numbered key either way
+    with engine.begin() as conn:  # the first harness's results table: no depth, stable, warnings, ...
+        conn.execute(sa.text(f"CREATE TABLE results (id {serial} PRIMARY KEY, run_id INTEGER, created_at TIMESTAMP, "
+                             "model VARCHAR(200), quant VARCHAR(64), device VARCHAR(200), status VARCHAR(16), "
+                             "data TEXT)"))
+        conn.execute(sa.text("INSERT INTO results (run_id, created_at, model, quant, device, status) "
+                             "VALUES (1, '2026-01-01', 'old', 'none', 'host', 'ok')"))
+    engine.dispose()
+    store = Store(results_url)
+    store.add_result(store.start_run(), _ok_row(depth=64, stable=False, warnings="cpu4 throttled",
+                                                artifact_bytes=5_000_000_000))
     frame = store.results_frame().set_index("model")
     assert frame.loc["tinyllama-tiny", "depth"] == 64 and not frame.loc["tinyllama-tiny", "stable"]
-    assert set(Store(str(db)).results_frame()["model"]) == {"old", "tinyllama-tiny"}  # the old row is kept
+    assert int(frame.loc["tinyllama-tiny", "artifact_bytes"]) == 5_000_000_000
+    assert set(Store(results_url).results_frame()["model"]) == {"old", "tinyllama-tiny"}  # the old row is kept

@@ -17,9 +17,12 @@ SMALL = ["--models", "tinyllama", "--quant", "none,dynamic_int8", "--prefill", "
 
 
 def run_suites(tmp_path: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The suites in a child pytest (options given later win); its gate summary goes to a file of the test's,
+    not to the CI job's page."""
     args = [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", *SMALL,
             "--results-db", str(tmp_path / "results.db"), "--report", str(tmp_path / "report"), *extra]
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    env = os.environ | {"GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md")}
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _wrapper(tmp_path: Path, body: str) -> Path:
@@ -78,7 +81,7 @@ def test_hanging_runner_is_killed_by_the_device_side_timeout(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--models", "gpt5"], "--models: unknown 'gpt5'; valid: tinyllama"),
     (["--quant", "int3"], "--quant: unknown 'int3'; valid: none, fp16"),
-    (["--device", "pixel99"], "--device: unknown 'pixel99'; valid: host"),
+    (["--device", "pixel99"], "--device: unknown 'pixel99'; valid: adb-test-device, android, galaxy-s24"),
     (["--prefill", "abc"], "--prefill takes comma-separated whole numbers"),
 ])
 def test_bad_names_are_usage_errors(tmp_path, args, message):

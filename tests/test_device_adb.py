@@ -1,0 +1,208 @@
+"""The adb transport against the protocol-level test device, through the real adb server: facts, pinning, exit
+codes, quoting, the device-side timeout, the content-addressed cache, verified pushes, full storage, a device
+that disappears, forwards and `python -m harness devices`."""
+
+import json
+import os
+import posixpath
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from device_runners.adb import AdbAddress, AdbDeviceError, AdbTransport, DeviceLost, StorageFull
+from device_runners.build import RunnerBuild
+from device_runners.device import PROFILES, Device, open_device
+from device_runners.transport import sha256_file
+from harness.measure import check_abi
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def device(fake_adb_device):
+    test_device = fake_adb_device()
+    opened = open_device(test_device.name)
+    yield test_device, opened
+    opened.transport.close()
+
+
+def test_adb_names():
+    assert AdbAddress.parse("adb:R5CX10ABC") == AdbAddress("R5CX10ABC")
+    assert AdbAddress.parse("adb:127.0.0.1:5555") == AdbAddress("127.0.0.1:5555")
+    assert AdbAddress.parse("adb:R5CX10ABC@lab-host:5037") == AdbAddress("R5CX10ABC", ("lab-host", 5037))
+    for bad in ("adb:", "R5CX10ABC", "adb:X@host", "adb:X@host:port"):
+        with pytest.raises(ValueError, match="adb:SERIAL or adb:SERIAL@HOST:PORT"):
+            AdbAddress.parse(bad)
+
+
+def test_facts_topology_and_state(device):
+    test_device, opened = device
+    assert opened.profile.name == "adb-test-device" and opened.profile.runner_target == "host"
+    facts = opened.facts
+    assert facts.model == "litert-bench test device" and facts.os == "Android" and facts.os_version.startswith("14")
+    assert facts.cpus == list(range(9)) and facts.cpu_max_khz[8] == 2914000 and facts.mem_total_mb
+    assert facts.clusters() == ["4×1704 MHz (cpu0-3)", "4×2367 MHz (cpu4-7)", "1×2914 MHz (cpu8)"]
+    assert opened.cpus_for(opened.threads_for(2)) == [4, 8]  # the X3, then the first A715
+    state = opened.transport.state()
+    assert state.cpu_cap_khz[4] == 2367000 and state.temps_c["BIG"] == 38.0
+    assert set(state.governors.values()) == {"sched_pixel"}
+    # read_files and facts each take one shell command
+    assert sum(line.startswith("OPEN shell") for line in test_device.log()) == 3  # model, facts, state
+
+
+def test_run_is_pinned_quoted_and_reports_exit_codes(device, tmp_path):
+    test_device, opened = device
+    hostile = "$(touch pwned); `touch pwned2` ; rm -rf / #'\""
+    res = opened.transport.run(["sh", "-c", 'echo "$1"; echo to-stderr >&2; exit 7', "sh", hostile],
+                               timeout=30, cpus=[4, 8])
+    assert res.exit_code == 7 and not res.timed_out
+    assert res.stdout == hostile + "\n" and res.stderr == "to-stderr\n"
+    assert "timeout -s KILL 30 taskset 110 sh -c" in res.command
+    assert not list(test_device.root.rglob("pwned*"))
+
+
+def test_hanging_command_is_killed_by_the_device_side_timeout(device):
+    _, opened = device
+    marker = f"hang-{os.getpid()}-{time.monotonic_ns()}"
+    start = time.monotonic()
+    res = opened.transport.run([sys.executable, "-c", "import time; time.sleep(300)", marker], timeout=2)
+    elapsed = time.monotonic() - start
+    assert res.timed_out and res.exit_code == 137
+    assert elapsed < 15  # the device's `timeout`, not the host's 30 s backstop, ended it
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout == b""
+
+
+def test_second_session_pushes_nothing_already_on_the_device(device, tmp_path):
+    test_device, opened = device
+    runner, lib = tmp_path / "llm_runner", tmp_path / "liblitert-lm.so"
+    runner.write_bytes(os.urandom(300_000))
+    lib.write_bytes(os.urandom(200_000))
+    paths = opened.transport.stage_together([runner, lib])
+    assert [posixpath.basename(p) for p in paths] == ["llm_runner", "liblitert-lm.so"]
+    assert len({posixpath.dirname(p) for p in paths}) == 1  # one folder: RUNPATH $ORIGIN finds the library
+    assert paths[0].startswith("/data/local/tmp/litert-bench/cache/")
+    assert len(test_device.pushed()) == 2
+
+    again = AdbTransport(test_device.name, AdbAddress(test_device.serial))  # a new session
+    assert again.stage_together([runner, lib]) == paths
+    assert len(test_device.pushed()) == 2
+    assert again.sha256(paths[0]) == sha256_file(runner)
+
+    runner.write_bytes(os.urandom(300_000))  # a rebuilt runner goes to a folder of its own
+    assert again.stage_together([runner, lib])[0] != paths[0]
+
+
+def test_a_short_push_is_caught_on_the_device(device, tmp_path, monkeypatch):
+    """sync's sizes are 32-bit (a file over 4 GiB looks short or wraps): the device's stat and sha256 decide."""
+    test_device, opened = device
+    model = tmp_path / "model.tflite"
+    model.write_bytes(os.urandom(500_000))
+    truncated = tmp_path / "truncated"
+    truncated.write_bytes(model.read_bytes()[:100_000])
+    send = AdbTransport._send
+    monkeypatch.setattr(AdbTransport, "_send", lambda self, local, remote, size: send(self, truncated, remote, size))
+    with pytest.raises(AdbDeviceError, match=r"the push of .*model.tflite is incomplete: the device holds 100000 "
+                                             r"bytes .* sent 500000"):
+        opened.transport.stage(model)
+    assert not list((test_device.root / "data/local/tmp/litert-bench/cache").rglob("model.tflite*"))
+
+
+def test_full_storage_is_a_clear_error(fake_adb_device, tmp_path, monkeypatch):
+    test_device = fake_adb_device("small", quota_bytes=1_000_000)
+    transport = open_device(test_device.name).transport
+    model = tmp_path / "model.tflite"
+    model.write_bytes(os.urandom(3_000_000))
+    with pytest.raises(StorageFull, match=rf"{test_device.name}: pushing model.tflite \(2.9 MiB\) to "
+                                          r"/data/local/tmp/litert-bench/cache/.* failed: write failed: "
+                                          r"No space left on device"):
+        transport.stage(model)
+    assert not list(test_device.root.rglob("model.tflite*"))  # no partial file left behind
+
+    # Where df already tells, the push is refused before it starts.
+    monkeypatch.setattr(AdbTransport, "free_bytes", lambda self, folder="/data/local/tmp": 1_048_576)
+    sends = len(test_device.pushed())
+    with pytest.raises(StorageFull, match=r"no room for model.tflite \(2.9 MiB\): 1.0 MiB free"):
+        transport.stage(model)
+    assert len(test_device.pushed()) == sends
+
+
+def test_missing_output_is_an_error_not_empty_text(device):
+    _, opened = device
+    with pytest.raises(AdbDeviceError, match="cannot read /data/local/tmp/nope.json: open failed: No such file"):
+        opened.transport.pull_text("/data/local/tmp/nope.json")
+
+
+def test_device_that_disappears_mid_command_is_reported_at_once(device):
+    test_device, opened = device
+    threading.Timer(1.0, test_device.kill).start()
+    start = time.monotonic()
+    with pytest.raises(DeviceLost, match=rf"lost the device {test_device.name} while running sleep 20"):
+        opened.transport.run(["sleep", "20"], timeout=20)
+    assert time.monotonic() - start < 15
+
+
+def test_unknown_serial_lists_the_online_devices(fake_adb_device):
+    test_device = fake_adb_device()
+    with pytest.raises(AdbDeviceError, match=rf"adb:no-such-phone: .*not found.*; online devices: .*"
+                                             rf"{test_device.serial}"):
+        open_device("adb:no-such-phone")
+
+
+def test_device_behind_a_named_adb_server(fake_adb_device, adb_server, monkeypatch):
+    test_device = fake_adb_device()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "1")  # nothing there: only the named server can answer
+    remote = open_device(f"{test_device.name}@127.0.0.1:{adb_server.port}")
+    assert remote.transport.identity == f"adb-{test_device.serial}@127.0.0.1:{adb_server.port}"
+    assert remote.transport.run(["echo", "hi"], timeout=10).stdout == "hi\n"
+    remote.transport.close()
+
+
+def test_profile_finds_its_phone_by_model(fake_adb_device):
+    test_device = fake_adb_device()
+    found = open_device("adb-test-device")  # the profile's `models` picks the attached device
+    assert found.transport.serial == test_device.serial and found.name == "adb-test-device"
+    with pytest.raises(AdbDeviceError, match=rf"pixel8 \(Google Pixel 8\): no attached device matches; online "
+                                             rf"devices: {test_device.serial} \(litert_bench_test_device\)"):
+        open_device("pixel8")
+
+
+def test_runner_for_another_abi_is_refused_before_anything_is_pushed(device, tmp_path):
+    test_device, opened = device
+    phone = Device(PROFILES["pixel8"], opened.transport, opened.name)
+    arm_runner = RunnerBuild(tmp_path / "llm_runner", tmp_path / "liblitert-lm.so", "android-arm64")
+    with pytest.raises(RuntimeError, match=r"reports ABI x86_64, but its profile 'pixel8' runs the android-arm64 "
+                                           r"runner, built for arm64-v8a"):
+        check_abi(phone, arm_runner)
+    check_abi(opened, RunnerBuild(Path("x"), Path("y"), "host"))  # the test device runs host builds
+
+
+def test_forward_reaches_a_port_on_the_device(device, adb_server):
+    test_device, _ = device
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def echo() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(conn.recv(100).upper())
+
+        threading.Thread(target=echo, daemon=True).start()
+        local = adb_server.device(test_device.serial).forward_port(server.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as sock:
+            sock.sendall(b"ping")
+            assert sock.recv(100) == b"PING"
+
+
+def test_devices_command_lists_attached_devices(fake_adb_device):
+    test_device = fake_adb_device()
+    out = run_cli("devices", timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {row["device"]: row for row in map(json.loads, out.stdout.splitlines())}
+    assert "host" in rows
+    row = rows[test_device.name]
+    assert row["state"] == "device" and row["profile"] == "adb-test-device"
+    assert row["model"] == "litert-bench test device" and row["abi"] == "x86_64"
+    assert row["clusters"] == ["4×1704 MHz (cpu0-3)", "4×2367 MHz (cpu4-7)", "1×2914 MHz (cpu8)"]
+    assert row["storage_free_mb"] > 0
