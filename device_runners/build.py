@@ -18,6 +18,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from device_runners.paths import cache_root
+
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 TARGETS = ("host", "android-arm64")
 RUNTIME_LIB = "liblitert-lm.so"
@@ -36,7 +38,7 @@ class RunnerBuild:
 
 def default_cache_dir() -> Path:
     """Where builds go: $LITERT_BENCH_CACHE/runner, else ~/.cache/litert-bench/runner."""
-    return Path(os.environ.get("LITERT_BENCH_CACHE") or Path.home() / ".cache" / "litert-bench") / "runner"
+    return cache_root() / "runner"
 
 
 def build_runner(target: str = "host", cache_dir: Path | None = None) -> RunnerBuild:

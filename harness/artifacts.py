@@ -20,8 +20,8 @@ from pathlib import Path
 
 import filelock
 
+from device_runners.paths import cache_root
 from device_runners.transport import sha256_file
-from harness.paths import cache_root
 from models.spec import ModelSpec, compute_profile
 
 QUANTS = ("none", "fp16", "weight_only_int8", "dynamic_int8", "dynamic_int4_block32", "dynamic_int4_block128")

@@ -12,7 +12,7 @@ from typing import TextIO
 
 import filelock
 
-from harness.paths import cache_root
+from device_runners.paths import cache_root
 
 
 @contextlib.contextmanager

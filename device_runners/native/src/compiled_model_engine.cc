@@ -95,35 +95,30 @@ SignatureIo ReadSignature(LiteRtModel model, LiteRtParamIndex index) {
   LiteRtSignature signature;
   Check(LiteRtGetModelSignature(model, index, &signature),
         "LiteRtGetModelSignature");
-  LiteRtParamIndex n = 0;
-  Check(LiteRtGetNumSignatureInputs(signature, &n),
-        "LiteRtGetNumSignatureInputs");
-  io.input_types.resize(n);
-  for (LiteRtParamIndex i = 0; i < n; ++i) {
-    const char* name;
-    LiteRtTensor tensor;
-    Check(LiteRtGetSignatureInputName(signature, i, &name),
-          "LiteRtGetSignatureInputName");
-    Check(LiteRtGetSignatureInputTensorByIndex(signature, i, &tensor),
-          "LiteRtGetSignatureInputTensorByIndex");
-    Check(LiteRtGetRankedTensorType(tensor, io.input_types[i].get()),
-          "LiteRtGetRankedTensorType");
-    io.inputs.emplace_back(name);
-  }
-  Check(LiteRtGetNumSignatureOutputs(signature, &n),
-        "LiteRtGetNumSignatureOutputs");
-  io.output_types.resize(n);
-  for (LiteRtParamIndex i = 0; i < n; ++i) {
-    const char* name;
-    LiteRtTensor tensor;
-    Check(LiteRtGetSignatureOutputName(signature, i, &name),
-          "LiteRtGetSignatureOutputName");
-    Check(LiteRtGetSignatureOutputTensorByIndex(signature, i, &tensor),
-          "LiteRtGetSignatureOutputTensorByIndex");
-    Check(LiteRtGetRankedTensorType(tensor, io.output_types[i].get()),
-          "LiteRtGetRankedTensorType");
-    io.outputs.emplace_back(name);
-  }
+  // Inputs and outputs are read the same way, through their own C API calls.
+  // `side` ("Input"/"Output") names the failing call in errors, as everywhere else.
+  auto read_side = [signature](auto get_count, auto get_name, auto get_tensor, const std::string& side,
+                               std::vector<std::string>& names, auto& types) {
+    const std::string call = "LiteRtGetSignature" + side;
+    LiteRtParamIndex n = 0;
+    Check(get_count(signature, &n), ("LiteRtGetNumSignature" + side + "s").c_str());
+    types.resize(n);
+    for (LiteRtParamIndex i = 0; i < n; ++i) {
+      const char* name;
+      LiteRtTensor tensor;
+      Check(get_name(signature, i, &name), (call + "Name").c_str());
+      Check(get_tensor(signature, i, &tensor), (call + "TensorByIndex").c_str());
+      Check(LiteRtGetRankedTensorType(tensor, types[i].get()),
+            "LiteRtGetRankedTensorType");
+      names.emplace_back(name);
+    }
+  };
+  read_side(LiteRtGetNumSignatureInputs, LiteRtGetSignatureInputName,
+            LiteRtGetSignatureInputTensorByIndex, "Input",
+            io.inputs, io.input_types);
+  read_side(LiteRtGetNumSignatureOutputs, LiteRtGetSignatureOutputName,
+            LiteRtGetSignatureOutputTensorByIndex, "Output",
+            io.outputs, io.output_types);
   return io;
 }
 

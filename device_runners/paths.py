@@ -1,4 +1,4 @@
-"""Where the harness keeps what it builds: one cache root shared by artifacts and runner builds."""
+"""Where the harness keeps what it builds: one cache root shared by artifacts, runner builds and device locks."""
 
 import os
 from pathlib import Path
