@@ -49,6 +49,17 @@ def _signature_keys(signatures: dict[str, Any]) -> tuple[str, str]:
     return prefill[0], "decode"
 
 
+def kv_cache_length(k_shape: list[int], v_shape: list[int]) -> int:
+    """KV cache length from layer 0's K and V shapes, as the native runner reads it (engine.cc KvCacheLength):
+    [1, kv_len, heads, head_dim] for both (litert-torch's default layout), or K [1, heads, kv_len, head_dim]
+    with V [1, heads, head_dim, kv_len] (its transposed layout, which LiteRT-LM's engine needs)."""
+    if len(k_shape) == 4 and k_shape == v_shape:
+        return int(k_shape[1])
+    if len(k_shape) == len(v_shape) == 4 and k_shape[1] == v_shape[1] and k_shape[2:] == v_shape[:1:-1]:
+        return int(k_shape[2])
+    raise ValueError(f"KV cache shapes K {k_shape}, V {v_shape} are neither the default nor the transposed layout")
+
+
 def _default_token(position: int, vocab: int) -> int:
     """Token at `position` of the default prompt; the --depth fill continues it past the prompt."""
     return 1 + (position * 7919) % (vocab - 1)
@@ -105,8 +116,8 @@ class _Loaded:
         self.decode_in = bind(self.decode_key, inputs[self.decode_key], model.create_input_buffer_by_name)
         self.decode_out = bind(self.decode_key, outputs[self.decode_key], model.create_output_buffer_by_name)
         self.p = int(np.prod(inputs[self.prefill_key]["tokens"]["shape"]))
-        # [1, kv_len, heads, head_dim]
-        self.kv_len = int(inputs[self.prefill_key]["kv_cache_k_0"]["shape"][1])
+        self.kv_len = kv_cache_length(list(inputs[self.prefill_key]["kv_cache_k_0"]["shape"]),
+                                      list(inputs[self.prefill_key]["kv_cache_v_0"]["shape"]))
         self.vocab = int(np.prod(outputs[self.decode_key]["logits"]["shape"]))
         self.kv_zeros = {name: np.zeros(inputs[self.prefill_key][name]["shape"], np.float32) for name in self.kv}
         self.kv_cache_bytes = sum(z.nbytes for z in self.kv_zeros.values())

@@ -25,6 +25,10 @@ from device_runners.transport import sha256_file
 from models.spec import ModelSpec, compute_profile
 
 QUANTS = ("none", "fp16", "weight_only_int8", "dynamic_int8", "dynamic_int4_block32", "dynamic_int4_block128")
+# KV cache layouts of the export: "default" is litert-torch's [1, kv_len, heads, head_dim] for K and V (the
+# benchmark artifacts); "transposed" is K [1, heads, kv_len, head_dim], V [1, heads, head_dim, kv_len], the one
+# LiteRT-LM's engine reads its context length from (bundles: harness/bundle.py).
+KV_LAYOUTS = ("default", "transposed")
 # Bump when harness/convert.py changes what it writes.
 CONVERTER_REVISION = 1
 _TOOLS = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "litert-converter")
@@ -35,10 +39,13 @@ class Recipe:
     quant: str = "dynamic_int8"
     prefill_len: int = 128
     kv_len: int = 256
+    kv_layout: str = "default"
 
     def __post_init__(self) -> None:
         if self.quant not in QUANTS:
             raise ValueError(f"unknown quantization {self.quant!r}; known: {', '.join(QUANTS)}")
+        if self.kv_layout not in KV_LAYOUTS:
+            raise ValueError(f"unknown KV cache layout {self.kv_layout!r}; known: {', '.join(KV_LAYOUTS)}")
         if not 0 < self.prefill_len < self.kv_len:
             raise ValueError(f"need 0 < prefill length ({self.prefill_len}) < kv length ({self.kv_len})")
 
@@ -62,13 +69,21 @@ def kv_len_for(prefill_len: int, decode_len: int, multiple: int = 128) -> int:
 def cache_key(spec: ModelSpec, recipe: Recipe) -> tuple[str, dict]:
     inputs = {
         "model": spec.fingerprint(),
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": _recipe_inputs(recipe),
         "lightweight": uses_lightweight_conversion(spec, recipe),
         "tools": {name: metadata.version(name) for name in _TOOLS},
         "converter_revision": CONVERTER_REVISION,
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     return digest, inputs
+
+
+def _recipe_inputs(recipe: Recipe) -> dict:
+    # The default layout is left out of the key, so artifacts cached before layouts existed keep their keys.
+    fields = dataclasses.asdict(recipe)
+    if recipe.kv_layout == "default":
+        del fields["kv_layout"]
+    return fields
 
 
 def uses_lightweight_conversion(spec: ModelSpec, recipe: Recipe) -> bool:
@@ -78,8 +93,14 @@ def uses_lightweight_conversion(spec: ModelSpec, recipe: Recipe) -> bool:
 
 def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artifact:
     """The cached artifact for (spec, recipe), converting it first if the cache lacks it."""
+    if spec.checkpoint_dir is not None:  # here, not in the conversion child: the user sees the tensor's name
+        from models.hf_reference import check_checkpoint
+
+        check_checkpoint(spec)
     key, inputs = cache_key(spec, recipe)
-    folder = cache_root() / "artifacts" / f"{spec.name}-{recipe.quant}-p{recipe.prefill_len}-kv{recipe.kv_len}-{key}"
+    layout = "" if recipe.kv_layout == "default" else f"-{recipe.kv_layout}"
+    folder = (cache_root() / "artifacts"
+              / f"{spec.name}-{recipe.quant}-p{recipe.prefill_len}-kv{recipe.kv_len}{layout}-{key}")
     folder.mkdir(parents=True, exist_ok=True)
     # Processes that want the same artifact at once (pytest-xdist workers, one per device) convert it once.
     with filelock.FileLock(folder / "convert.lock"):
@@ -122,6 +143,7 @@ def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, fo
         "quant": recipe.quant,
         "prefill_len": recipe.prefill_len,
         "kv_len": recipe.kv_len,
+        "kv_layout": recipe.kv_layout,
         "bytes": partial.stat().st_size,
         "sha256": sha256_file(partial),
         "convert_seconds": round(seconds, 2),

@@ -8,6 +8,10 @@
                                                 → the release gate: exit 1 on a failing cell or a regression
   export   --results-db URL [--run ID | --all] --format csv|json|md → the results in one schema
   devices                                                           → the host and every attached adb device
+  bundle   --model NAME --quant Q --format litertlm,task --out DIR  → .litertlm / .task with a SentencePiece
+                                                  tokenizer trained offline; prints their contents as JSON
+  verify   --model NAME --size tiny [--checkpoint-dir DIR] [--checks reauthoring,conversion,drift]
+                                                → accuracy figures as JSON; exit 1 when a bound is broken
 
 REF names a run: a baseline name (set by gate --update-baseline), a run label (its latest run) or a run id.
 """
@@ -91,6 +95,23 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
 
     sub.add_parser("devices", help="list the host and the attached adb devices with what they report")
+
+    u = sub.add_parser("bundle", help="pack a converted model and a tokenizer as .litertlm and/or MediaPipe .task")
+    u.add_argument("--model", required=True, help="model family (see `models/registry.py`)")
+    u.add_argument("--size", default="tiny", help="tiny | full [tiny]")
+    u.add_argument("--quant", default="dynamic_int8", help="quantization recipe [dynamic_int8]")
+    _add_lengths(u, 32)
+    u.add_argument("--format", default="litertlm,task", help="litertlm, task or both [both]")
+    u.add_argument("--out", type=Path, default=Path("results/bundles"), help="output folder [results/bundles]")
+
+    v = sub.add_parser("verify", help="accuracy checks of a model: vs transformers, vs its .tflite, quant drift")
+    v.add_argument("--model", required=True, help="model family (see `models/registry.py`)")
+    v.add_argument("--size", default="tiny", help="tiny | full [tiny]")
+    v.add_argument("--checkpoint-dir", type=Path, default=None,
+                   help="local HF checkpoint to verify [a transformers reference with its own random weights]")
+    v.add_argument("--checks", default="reauthoring,conversion,drift", help="comma-separated [all three]")
+    v.add_argument("--quant", default=None, help="drift recipes, comma-separated [every quantized recipe]")
+    v.add_argument("--thresholds", type=Path, default=None, help="drift thresholds (TOML) [accuracy.toml]")
     return ap
 
 
@@ -215,10 +236,50 @@ def cmd_devices(args: argparse.Namespace) -> None:
         print(json.dumps(row))
 
 
+def cmd_bundle(args: argparse.Namespace) -> None:
+    from harness import bundle, tokenizer
+    from harness.artifacts import Recipe, ensure_artifact, kv_len_for
+    from models.registry import get_spec
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    if not formats or set(formats) - {"litertlm", "task"}:
+        raise ValueError(f"--format: {args.format!r}; valid: litertlm, task (comma-separated)")
+    spec = get_spec(args.model, args.size)
+    # LiteRT-LM's engine reads the context length from the KV cache's third dimension: the transposed layout.
+    recipe = Recipe(args.quant, args.prefill, kv_len_for(args.prefill, args.decode), kv_layout="transposed")
+    artifact = ensure_artifact(spec, recipe)
+    tok = tokenizer.ensure_tokenizer(tokenizer.TokenizerSpec(vocab_size=spec.config().vocab_size))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{spec.name}-{args.quant}"
+    build = {"litertlm": bundle.build_litertlm, "task": bundle.build_task}
+    for fmt in formats:
+        path = build[fmt](artifact, tok, stem.with_suffix(f".{fmt}"))
+        print(json.dumps({"bundle": str(path), "contents": bundle.bundle_contents(path)}, default=str))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from harness.verify import CHECKS, run_checks
+    from models.registry import get_spec
+
+    checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown or not checks:
+        raise ValueError(f"--checks: unknown {', '.join(map(repr, unknown)) or 'empty value'}; "
+                         f"valid: {', '.join(CHECKS)}")
+    spec = get_spec(args.model, args.size, args.checkpoint_dir.resolve() if args.checkpoint_dir else None)
+    quants = [q.strip() for q in args.quant.split(",")] if args.quant else None
+    results = run_checks(spec, checks, quants, args.thresholds)
+    passed = all(r["passed"] for r in results)
+    json.dump({"model": spec.name, "passed": passed, "checks": results}, sys.stdout, indent=2, default=str)
+    print()
+    return 0 if passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     commands = {"convert": cmd_convert, "bench": cmd_bench, "report": cmd_report, "gate": cmd_gate,
-                "export": cmd_export, "devices": cmd_devices}
+                "export": cmd_export, "devices": cmd_devices, "verify": cmd_verify,
+                "bundle": cmd_bundle}
     try:
         return commands[args.command](args) or 0
     except ValueError as e:  # unknown names and bad values: a usage error that lists the valid ones

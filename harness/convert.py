@@ -1,7 +1,8 @@
 """Conversion worker, run as a child process by harness.artifacts: `python -m harness.convert JOB_JSON`.
 
 Builds the reauthored model and exports exactly two signatures that share one copy of the weights:
-`prefill` (tokens [1, P]) and `decode` (tokens [1, 1]), each with the KV cache as inputs and outputs.
+`prefill` (tokens [1, P]) and `decode` (tokens [1, 1]), each with the KV cache as inputs and outputs, in
+litert-torch's default layout or, for bundles that LiteRT-LM's engine runs, its transposed one.
 """
 
 import json
@@ -14,12 +15,17 @@ from litert_torch.generative.utilities import converter, export_config
 
 from models.registry import get_spec
 
+_KV_LAYOUTS = {"default": kv_utils.KV_LAYOUT_DEFAULT, "transposed": kv_utils.KV_LAYOUT_TRANSPOSED}
+
 
 def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len: int, out: str,
-           lightweight: bool) -> None:
+           lightweight: bool, kv_layout: str = "default") -> None:
     # Prefill returns only the KV cache (no logits): the first token's logits come from the first decode step.
-    module = converter.ExportableModule(model, export_config=export_config.ExportConfig()).eval()
-    kv = kv_utils.KVCache.from_model_config(kv_len, config)
+    # The default layout is what ExportConfig() and KVCache.from_model_config use unless told otherwise, so
+    # naming it here leaves the default artifacts' bytes as they were.
+    layout = _KV_LAYOUTS[kv_layout]
+    module = converter.ExportableModule(model, export_config=export_config.ExportConfig(kvcache_layout=layout)).eval()
+    kv = kv_utils.KVCache.from_model_config(kv_len, config, kv_layout=layout)
     conv = litert_converter.Converter()
     conv.add_signature("prefill", module, sample_kwargs={
         "tokens": torch.zeros((1, prefill_len), dtype=torch.int),
@@ -42,7 +48,7 @@ def main(job: dict) -> None:
     recipe = job["recipe"]
     model = build_model(spec, recipe["kv_len"])
     export(model, spec.config(), recipe["quant"], recipe["prefill_len"], recipe["kv_len"], job["out"],
-           job["lightweight"])
+           job["lightweight"], recipe.get("kv_layout", "default"))
 
 
 if __name__ == "__main__":

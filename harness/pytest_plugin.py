@@ -36,9 +36,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("litert-bench", "LLM benchmark cells (model × quant × device × lengths)")
     g.addoption("--device", default=",".join(_DEFAULTS.devices),
                 help="device profile(s) or adb:SERIAL[@HOST:PORT], comma-separated [host]")
-    g.addoption("--models", default=",".join(_DEFAULTS.models), help="model families, comma-separated")
-    g.addoption("--quant", default=",".join(_DEFAULTS.quants), help="quantization recipes, comma-separated")
-    g.addoption("--size", default=_DEFAULTS.size, help="tiny (CI-sized) or full (published config) [tiny]")
+    g.addoption("--models", default=None, help="model families, comma-separated [performance: tinyllama; "
+                                               "accuracy: every family]")
+    g.addoption("--quant", default=",".join(_DEFAULTS.quants), help="quantization recipes, comma-separated "
+                                                                   "(accuracy: the drift cells, fp32 excepted)")
+    g.addoption("--size", default=None, help="tiny (CI-sized) or full (published config) [tiny; full under -m full]")
+    g.addoption("--accuracy-thresholds", default=None, help="quantization drift bounds (TOML) [accuracy.toml]")
     g.addoption("--prefill", default="128,512", help="prefill length(s) [128,512]")
     g.addoption("--decode", default="128", help="decode length(s) [128]")
     g.addoption("--depth", default="0", help="KV positions filled before the timed decode, list [0]")
@@ -82,9 +85,13 @@ def settings_from(config: pytest.Config) -> Settings:
 
     opt = config.getoption
     devices = _csv(opt("--device"))
-    choices = {"--models": (_csv(opt("--models")), sorted(FAMILIES)), "--quant": (_csv(opt("--quant")), QUANTS),
+    models = opt("--models")
+    # `-m full` alone means the full-size configs: their cells are the ones marked `full`.
+    size = opt("--size") or ("full" if "full" in (config.option.markexpr or "") else _DEFAULTS.size)
+    choices = {"--models": (_csv(models or ",".join(_DEFAULTS.models)), sorted(FAMILIES)),
+               "--quant": (_csv(opt("--quant")), QUANTS),
                "--device": (devices, [*known_devices(), *filter(is_adb_name, devices)]),
-               "--size": ((opt("--size"),), SIZES)}
+               "--size": ((size,), SIZES)}
     for option, (given, valid) in choices.items():
         bad = [g for g in given if g not in valid]
         if bad or not given:
@@ -106,7 +113,9 @@ def settings_from(config: pytest.Config) -> Settings:
     results_db = opt("--results-db") or str(root / "results" / "results.db")
     return Settings(
         devices=choices["--device"][0], models=choices["--models"][0], quants=choices["--quant"][0],
-        size=opt("--size"), prefill=_ints("--prefill", opt("--prefill")), decode=_ints("--decode", opt("--decode")),
+        accuracy_models=choices["--models"][0] if models else tuple(FAMILIES),
+        accuracy_thresholds=_accuracy_thresholds(opt("--accuracy-thresholds")), size=size,
+        prefill=_ints("--prefill", opt("--prefill")), decode=_ints("--decode", opt("--decode")),
         threads=_ints("--threads", opt("--threads")), warmup=opt("--warmup"), reps=opt("--reps"), depth=depth,
         cpus=_cpus(opt("--cpus")), bandwidth_probe_mb=opt("--bandwidth-probe-mb"),
         cv_limit_pct=opt("--cv-limit"), cooldown_s=opt("--cooldown"),
@@ -140,6 +149,16 @@ def _gate_config(path: str | None) -> GateConfig:
         raise pytest.UsageError(f"--gate: {e}") from None
 
 
+def _accuracy_thresholds(path: str | None) -> Path | None:
+    from harness.drift import ThresholdsError, load_thresholds
+
+    try:
+        load_thresholds(path)  # now, so a bad file is a usage error before anything is converted
+    except ThresholdsError as e:
+        raise pytest.UsageError(f"--accuracy-thresholds: {e}") from None
+    return Path(path).resolve() if path else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for line in ("performance: speed and memory cells (recorded; gated only by thresholds or a baseline)",
                  "accuracy: numerical checks against a reference", "conversion: checks of converted artifacts",
@@ -153,6 +172,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         settings = metafunc.config.stash[SETTINGS]
         marks = [pytest.mark.full] if settings.size == "full" else []
         metafunc.parametrize("cell", [pytest.param(c, id=c.id, marks=marks) for c in settings.cells()])
+    if "accuracy_cell" in metafunc.fixturenames:
+        settings = metafunc.config.stash[SETTINGS]
+        marks = [pytest.mark.accuracy, *([pytest.mark.full] if settings.size == "full" else [])]
+        metafunc.parametrize("accuracy_cell", [pytest.param(c, id=c.id, marks=marks)
+                                               for c in settings.accuracy_cells()])
 
 
 @pytest.fixture(scope="session")
@@ -197,15 +221,22 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if bench is None or bench.run_id is None or hasattr(config, "workerinput"):  # xdist: the controller reports
         return
     from harness.gate_summary import publish
-    from reports.table import format_table
+    from reports.table import format_accuracy, format_table
 
     terminalreporter.section(f"litert-bench run {bench.run_id}")
-    terminalreporter.write_line(format_table(bench.store.results_frame(bench.run_id)))
+    results = bench.store.results_frame(bench.run_id)
+    if len(results):
+        terminalreporter.write_line(format_table(results))
+    checks = bench.store.accuracy_frame(bench.run_id)
+    if len(checks):
+        terminalreporter.section("accuracy")
+        terminalreporter.write_line(format_accuracy(checks))
     # From the store, not from the cells' tests: pytest-xdist workers judged theirs in other processes.
     settings = bench.settings
-    verdicts = evaluate_run(bench.store, bench.run_id, settings.baseline_run, settings.gate)
-    terminalreporter.section("release gate")
-    terminalreporter.write_line(publish(verdicts, bench.run_id, settings.baseline_run, settings.gate.source))
+    if len(results):  # an accuracy-only run has no speed cells to gate
+        verdicts = evaluate_run(bench.store, bench.run_id, settings.baseline_run, settings.gate)
+        terminalreporter.section("release gate")
+        terminalreporter.write_line(publish(verdicts, bench.run_id, settings.baseline_run, settings.gate.source))
     terminalreporter.write_line(f"results: {bench.store.url}")
     for path in config.stash.get(_REPORTS, []):
         terminalreporter.write_line(f"report:  {path}")

@@ -47,9 +47,23 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True)
+class AccuracyCell:
+    model: str
+    size: str
+    check: str  # reauthoring | conversion | drift (harness/verify.py)
+    quant: str | None = None  # drift only
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.size}-{self.check}" + (f"-{self.quant}" if self.quant else "")
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     devices: tuple[str, ...] = ("host",)
     models: tuple[str, ...] = ("tinyllama",)
+    accuracy_models: tuple[str, ...] = ("tinyllama",)
+    accuracy_thresholds: Path | None = None  # drift bounds; None: accuracy.toml
     quants: tuple[str, ...] = ("none", "fp16", "dynamic_int8", "dynamic_int4_block32")
     size: str = "tiny"
     prefill: tuple[int, ...] = (128, 512)
@@ -75,6 +89,12 @@ class Settings:
     def cells(self) -> list[Cell]:
         return [Cell(m, self.size, q, d, p, n, t, k) for m, q, d, p, n, t, k in itertools.product(
             self.models, self.quants, self.devices, self.prefill, self.decode, self.threads, self.depth)]
+
+    def accuracy_cells(self) -> list[AccuracyCell]:
+        """Per model: vs transformers, vs its .tflite, then drift of each quantized recipe vs fp32."""
+        return [AccuracyCell(m, self.size, check, quant) for m in self.accuracy_models
+                for check, quant in [("reauthoring", None), ("conversion", None),
+                                     *(("drift", q) for q in self.quants if q != "none")]]
 
     def workload(self, cell: Cell) -> Workload:
         return Workload(cell.prefill, cell.decode, cell.threads, self.warmup, self.reps, cell.depth, self.cpus,
@@ -168,6 +188,21 @@ class BenchSession:
         data |= {"device_facts": dataclasses.asdict(device.facts), "artifact": artifact.meta,
                  "cooldown_s": round(waited, 2)}
         return result | {"result_id": store.add_result(run_id, row, data)}
+
+    def check_accuracy(self, cell: AccuracyCell) -> dict:
+        """Run one accuracy check and store its figures under this session's run, pass or fail."""
+        from harness.verify import run_check
+        from models.registry import get_spec
+
+        spec = get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
+        store, run_id = self.store, self.run_id
+        try:
+            result = run_check(spec, cell.check, cell.quant, self.settings.accuracy_thresholds)
+        except Exception as e:  # a check that crashed is a failed row, not a missing one
+            store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.check, {}, [f"{type(e).__name__}: {e}"])
+            raise
+        store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.check, result, result["failures"])
+        return result
 
     def gate(self, result_id: int) -> CellVerdict:
         """Judge a stored cell against the gate's limits and, when one was chosen, the baseline run."""

@@ -72,6 +72,22 @@ baselines = sa.Table(
     sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Accuracy checks (quantization drift, reauthoring, conversion): one row per (model, quant, check) cell, its
+# figures as JSON since each check has its own. Beside `results`, not in it: these cells have no device or
+# lengths, and a speed cell's columns would all be empty here.
+accuracy = sa.Table(
+    "accuracy", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("quant", sa.String(64), nullable=False),
+    sa.Column("check", sa.String(64), nullable=False),  # drift | reauthoring | conversion | ...
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("failures", sa.Text),  # newline-separated broken bounds; empty when passed
+    sa.Column("metrics", sa.Text),  # JSON: the check's figures
+)
+
 _COLUMNS = {c.name for c in results.columns} - {"id", "run_id", "created_at", "data"}
 
 
@@ -103,7 +119,7 @@ class Store:
         """Bring a database made by an older harness up to date: new columns are nullable, added in place."""
         inspector = sa.inspect(self.engine)
         quote = self.engine.dialect.identifier_preparer  # quotes the way this database does (MySQL: backticks)
-        for table in (runs, results):
+        for table in (runs, results, accuracy):
             present = {c["name"] for c in inspector.get_columns(table.name)}
             with self.engine.begin() as conn:
                 for column in table.columns:
@@ -132,6 +148,25 @@ class Store:
             return conn.execute(results.insert().values(
                 run_id=run_id, created_at=_now(), data=json.dumps(data or {}, default=str), **row,
             )).inserted_primary_key[0]
+
+    def add_accuracy(self, run_id: int, model: str, quant: str, check: str, metrics: dict,
+                     failures: list[str]) -> int:
+        """Store one accuracy cell (passed when `failures` is empty), committed at once like a result."""
+        with self.engine.begin() as conn:
+            return conn.execute(accuracy.insert().values(
+                run_id=run_id, created_at=_now(), model=model, quant=quant, check=check, passed=not failures,
+                failures="\n".join(failures), metrics=json.dumps(metrics, default=str),
+            )).inserted_primary_key[0]
+
+    def accuracy_frame(self, run_id: int | None = None) -> pd.DataFrame:
+        """Accuracy rows (all runs or one) with their run's label, commit and start time; `metrics` stays JSON
+        text (json.loads it), since each check has its own figures."""
+        query = sa.select(accuracy, runs.c.label, runs.c.git_commit, runs.c.started_at.label("run_started_at"))
+        query = query.join(runs)
+        if run_id is not None:
+            query = query.where(accuracy.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return pd.read_sql(query.order_by(accuracy.c.id), conn)
 
     def results_frame(self, run_id: int | None = None, result_id: int | None = None) -> pd.DataFrame:
         """Result rows (all runs, one run or one result) with their run's label, commit and start time."""

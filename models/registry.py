@@ -1,9 +1,19 @@
-"""Name → family table. Adding a family: one file exporting FAMILY, one row here."""
+"""Name → family table. Adding a family: one file exporting a Family, one row here."""
 
-from models import tinyllama
+from models import gemma, gemma3, llama32, phi2, qwen, smollm2, tinyllama
 from models.spec import DEFAULT_SEED, SIZES, Family, ModelSpec
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (tinyllama.FAMILY,)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    tinyllama.FAMILY,
+    llama32.FAMILY,
+    qwen.QWEN25,
+    qwen.QWEN3,
+    smollm2.SMOLLM2_135M,
+    smollm2.SMOLLM2_360M,
+    phi2.FAMILY,
+    gemma.FAMILY,
+    gemma3.FAMILY,
+)}
 
 
 def get_family(name: str) -> Family:

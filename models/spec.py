@@ -6,6 +6,7 @@ A family is one small file (see tinyllama.py) exporting a `Family`; registry.py 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 from litert_torch.generative.layers import model_config as cfg
+from litert_torch.generative.layers import normalization
 from litert_torch.generative.utilities import loader as loading_utils
 from litert_torch.generative.utilities.model_builder import DecoderOnlyModel
 
@@ -22,17 +24,30 @@ DEFAULT_SEED = 1234
 
 @dataclasses.dataclass(frozen=True)
 class Family:
+    """An architecture, described the way its Hugging Face checkpoint describes itself.
+
+    `hf_full` is the published config.json (the fields the architecture depends on); `hf_tiny` overrides the
+    dimensions for a CI-sized model of the same architecture. `to_config` maps either to litert-torch's
+    ModelConfig, so both sizes go through the same mapping, and the `transformers` reference for the
+    reauthoring check is built from the same dict (models/hf_reference.py).
+    """
+
     name: str
-    source: str  # where the full config comes from (the HF checkpoint it mirrors)
-    full: Callable[[], cfg.ModelConfig]
-    tiny: Callable[[], cfg.ModelConfig]  # same architecture, small dims, for CI
+    source: str  # the HF checkpoint the full config mirrors
+    hf_full: dict
+    hf_tiny: dict
+    to_config: Callable[[dict], cfg.ModelConfig]
     tensor_names: loading_utils.ModelLoader.TensorNames  # HF checkpoint layout → litert-torch layers
     model_class: type[torch.nn.Module] = DecoderOnlyModel
+    atol: float = 1e-4  # reauthored vs transformers logits (fp32); a looser bound says why in the family file
 
-    def config(self, size: str) -> cfg.ModelConfig:
+    def hf_config(self, size: str) -> dict:
         if size not in SIZES:
             raise ValueError(f"unknown size {size!r}; sizes: {', '.join(SIZES)}")
-        return self.full() if size == "full" else self.tiny()
+        return dict(self.hf_full) if size == "full" else {**self.hf_full, **self.hf_tiny}
+
+    def config(self, size: str) -> cfg.ModelConfig:
+        return self.to_config(self.hf_config(size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +70,7 @@ class ModelSpec:
             "family": self.family.name,
             "size": self.size,
             "config": _config_digest(self.config()),
-            "weights": _checkpoint_digest(self.checkpoint_dir) if self.checkpoint_dir else f"seed:{self.seed}",
+            "weights": _checkpoint_digest(self.checkpoint_dir) if self.checkpoint_dir else f"seed:{self.seed}/init2",
         }
 
 
@@ -73,20 +88,31 @@ def build_model(spec: ModelSpec, kv_len: int) -> torch.nn.Module:
 
 
 def load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
-    ckpt = Path(spec.checkpoint_dir)
-    if not ckpt.is_dir() or not any(ckpt.glob("*.safetensors")):
-        raise ValueError(f"checkpoint dir {str(ckpt)!r} holds no *.safetensors files (a local HF checkpoint)")
-    loader = loading_utils.ModelLoader(str(ckpt), spec.family.tensor_names)
+    from models.hf_reference import check_checkpoint  # imports transformers: only when a checkpoint is used
+
+    check_checkpoint(spec)  # names the missing or misshaped tensor, which the loader would not
+    loader = loading_utils.ModelLoader(str(spec.checkpoint_dir), spec.family.tensor_names)
     loader.load(model, strict=not spec.config().lm_head_share_weight_with_embedding)
 
 
 def init_random(model: torch.nn.Module, seed: int) -> None:
-    """HF-style init (matrices ~ N(0, 0.02), norms at their defaults), reproducible from the seed."""
+    """HF-style init (matrices and biases ~ N(0, 0.02), norms at their defaults), reproducible from the seed.
+
+    Every parameter that torch initializes from the global RNG (linear biases) is set here: the conversion
+    child process must rebuild the same weights as the process that checks it.
+    """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, param in sorted(model.named_parameters()):
-            if param.dim() >= 2:
+        for name, param in sorted(model.named_parameters()):
+            if param.dim() >= 2 or name.endswith(".bias") and "norm" not in name:
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+        for module in model.modules():
+            # litert-torch allocates LayerNorm/GroupNorm parameters with torch.empty (it expects a checkpoint):
+            # left alone, random-weight models read uninitialized memory (Phi-2 gave NaN logits).
+            if isinstance(module, normalization.LayerNorm | normalization.GroupNorm):
+                module.weight.fill_(1.0)
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 def _config_digest(config: cfg.ModelConfig) -> str:
@@ -102,6 +128,8 @@ def _stable(value):
         return [_stable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _stable(v) for k, v in value.items()}
+    if isinstance(value, functools.partial):
+        return {"func": _stable(value.func), "args": _stable(value.args), "keywords": _stable(value.keywords)}
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, str | int | float | bool) or value is None:

@@ -161,7 +161,17 @@ def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | 
         speed_chart=_speed_chart(cells, base_by_id), memory_chart=_memory_chart(cells),
         n_ok=sum(c["status"] == "ok" for c in cells), n_failed=sum(c["status"] != "ok" for c in cells),
         n_gate_failed=sum(not v.passed for v in verdicts), counts=counts, gate_source=config.source,
+        **_accuracy_view(store.accuracy_frame(run_id)),
     )
+
+
+def _accuracy_view(frame) -> dict:
+    """The run's accuracy checks as table rows, each with the bounds it broke."""
+    from reports.table import ACCURACY_COLUMNS, accuracy_rows
+
+    failures = [[f for f in (rec.get("failures") or "").split("\n") if f] for rec in frame.to_dict("records")]
+    return {"accuracy_headers": ["model", "check", "quant", *(h for h, _, _ in ACCURACY_COLUMNS), "verdict"],
+            "accuracy_rows": list(zip(accuracy_rows(frame), failures, strict=True))}
 
 
 def render_dashboard(store: Store, out: Path, config: gate.GateConfig | None = None) -> Path:

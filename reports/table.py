@@ -77,3 +77,33 @@ def md_rule(n: int, numeric: Container[int]) -> str:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Container[int]) -> str:
     return "\n".join([md_row(headers), md_rule(len(headers), numeric), *(md_row(r) for r in rows)])
+
+
+ACCURACY_COLUMNS = [
+    # (header, metric in the check's figures, format); a check shows the metrics it has, "-" for the others
+    ("prefill Δmax", "prefill_max_diff", "{:.2g}"),
+    ("decode Δmax", "decode_max_diff", "{:.2g}"),
+    ("greedy", "greedy_identical", "bool"),
+    ("top1", "top1_agreement", "{:.3f}"),
+    ("mean KL", "mean_kl", "{:.2g}"),
+    ("logit Δmax", "max_abs_logit_diff", "{:.2g}"),
+    ("size ratio", "size_ratio", "{:.3f}"),
+]
+
+
+def accuracy_rows(frame: pd.DataFrame) -> list[list[str]]:
+    import json
+
+    rows = []
+    for rec in frame.to_dict("records"):
+        metrics = json.loads(rec.get("metrics") or "{}")
+        rows.append([str(rec["model"]), str(rec["check"]), str(rec["quant"]),
+                     *(cell(metrics.get(key), fmt) for _, key, fmt in ACCURACY_COLUMNS),
+                     "pass" if rec["passed"] else "FAIL"])
+    return rows
+
+
+def format_accuracy(frame: pd.DataFrame) -> str:
+    """A fixed-width table of accuracy rows (the store's accuracy table)."""
+    headers = ["model", "check", "quant", *(h for h, _, _ in ACCURACY_COLUMNS), "verdict"]
+    return fixed_width(headers, accuracy_rows(frame), range(3, 3 + len(ACCURACY_COLUMNS)))

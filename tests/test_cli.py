@@ -1,6 +1,7 @@
 """`python -m harness`: the commands a script or CI calls, and their errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,17 @@ def test_bench_corrupt_model_is_one_line_naming_the_file(tmp_path):
     assert out.returncode == 1
     line = _one_line(out.stderr)
     assert str(corrupt) in line and "cannot load model file" in line
+
+
+def test_bundle_command_writes_a_litertlm_and_lists_its_sections(tmp_path):
+    out = run_cli("bundle", "--model", "tinyllama", "--format", "litertlm", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(doc["bundle"]).is_file() and Path(doc["bundle"]).parent == tmp_path
+    kinds = [s["type"] for s in doc["contents"]["sections"]]
+    assert "TFLiteModel" in kinds and "SP_Tokenizer" in kinds
+
+
+def test_bundle_unknown_format_lists_the_valid_ones():
+    out = run_cli("bundle", "--model", "tinyllama", "--format", "gguf")
+    assert out.returncode == 2 and "valid: litertlm, task" in out.stderr

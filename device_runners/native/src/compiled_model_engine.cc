@@ -228,14 +228,20 @@ CompiledModelEngine::CompiledModelEngine(const std::string& path,
   BindSignature(decode_, decode_tokens_, decode_positions_, &logits_,
                 decode_in_, decode_out_);
 
-  const RankedType& kv = prefill_.InputType(kv_.begin()->first);
-  if (kv.rank() != 4) {
-    FailModel(path, "KV cache is not [1, kv_len, heads, head_dim]");
-  }
+  const auto dims = [](const RankedType& type) {
+    std::vector<int> out;
+    for (int i = 0; i < type.rank(); ++i) out.push_back(type.dim(i));
+    return out;
+  };
   if (decode_.InputType(kTokensName).num_elements() != 1) {
     FailModel(path, "signature 'decode' takes more than one token");
   }
-  info_.kv_len = kv.dim(1);
+  // kv_ is sorted by name: its first entry is a K tensor (kv_cache_k_...).
+  const std::string k_name = kv_.begin()->first;
+  const std::string v_name = "kv_cache_v_" + k_name.substr(11);
+  if (kv_.count(v_name) == 0) FailModel(path, k_name + " has no " + v_name);
+  info_.kv_len = KvCacheLength(path, dims(prefill_.InputType(k_name)),
+                               dims(prefill_.InputType(v_name)));
   info_.prefill_len =
       static_cast<int>(prefill_.InputType(kTokensName).num_elements());
   info_.vocab = static_cast<int>(decode_.OutputType(kLogitsName).num_elements());

@@ -79,6 +79,18 @@ bool IsKvKeyName(const std::string& name) {
   return StartsWith(name, "kv_cache_k_");
 }
 
+int KvCacheLength(const std::string& path, const std::vector<int>& k_dims,
+                  const std::vector<int>& v_dims) {
+  if (k_dims.size() == 4 && k_dims == v_dims) return k_dims[1];
+  if (k_dims.size() == 4 && v_dims.size() == 4 && k_dims[1] == v_dims[1] &&
+      k_dims[2] == v_dims[3] && k_dims[3] == v_dims[2]) {
+    return k_dims[2];
+  }
+  FailModel(path,
+            "KV cache is neither [1, kv_len, heads, head_dim] for K and V nor "
+            "K [1, heads, kv_len, head_dim] with V [1, heads, head_dim, kv_len]");
+}
+
 SignaturePair FindSignatures(const std::string& path,
                              const std::vector<std::string>& keys) {
   const auto index_of = [&](const std::string& key) {

@@ -72,6 +72,16 @@ extern const char kLogitsName[];
 bool IsKvCacheName(const std::string& name);  // kv_cache_k_* / kv_cache_v_*
 bool IsKvKeyName(const std::string& name);    // kv_cache_k_*
 
+// KV cache length from layer 0's K and V input shapes. litert-torch's default
+// layout stores both as [1, kv_len, heads, head_dim]; its transposed layout
+// (the one LiteRT-LM's engine reads, used for .litertlm bundles) stores K as
+// [1, heads, kv_len, head_dim] and V as [1, heads, head_dim, kv_len]. The
+// cache is bound as opaque bytes, so only its length depends on the layout.
+// Equal K and V shapes read as the default layout (a transposed cache with
+// kv_len == head_dim cannot be told apart). Fails with kExitModel otherwise.
+int KvCacheLength(const std::string& path, const std::vector<int>& k_dims,
+                  const std::vector<int>& v_dims);
+
 // Index of the prefill and decode signatures among `keys`: "decode", and
 // "prefill" or else the one key starting with "prefill" (litert-torch's
 // convert_to_tflite names it prefill_<len>). Fails with kExitModel.

@@ -141,15 +141,25 @@ InterpreterEngine::InterpreterEngine(const std::string& path, int threads) {
         TfLiteTensorByteSize(kv.decode_out) != kv.bytes) {
       FailModel(path, "KV tensors of different sizes for " + name);
     }
-    if (IsKvKeyName(name)) {
-      if (TfLiteTensorNumDims(kv.prefill_in) != 4) {
-        FailModel(path, "KV cache is not [1, kv_len, heads, head_dim]");
-      }
-      info_.kv_len = TfLiteTensorDim(kv.prefill_in, 1);
-    }
     kv_.push_back(kv);
     info_.kv_cache_bytes += kv.bytes;
   }
+  const auto dims = [&](const std::string& name) {
+    const TfLiteTensor* tensor = Input(prefill, name.c_str(), kFloat32);
+    std::vector<int> out;
+    for (int i = 0; i < TfLiteTensorNumDims(tensor); ++i) {
+      out.push_back(TfLiteTensorDim(tensor, i));
+    }
+    return out;
+  };
+  // CheckSignatureNames found kv_cache_k_i/kv_cache_v_i pairs: take layer
+  // 0's, or the first K name and its V counterpart.
+  std::string k_name;
+  for (const std::string& name : prefill_inputs) {
+    if (IsKvKeyName(name) && (k_name.empty() || name < k_name)) k_name = name;
+  }
+  info_.kv_len = KvCacheLength(path, dims(k_name),
+                               dims("kv_cache_v_" + k_name.substr(11)));
   prefill_tokens_ = Input(prefill, kTokensName, kInt32);
   prefill_positions_ = Input(prefill, kInputPosName, kInt32);
   decode_tokens_ = Input(decode, kTokensName, kInt32);

@@ -1,0 +1,245 @@
+"""Quantization drift: how far a quantized .tflite's next-token distributions move from the fp32 file's.
+
+Both files come from the same model and lengths (harness/artifacts.py) and see the same tokens: a few seeded
+prompts, then a teacher-forced continuation (the fp32 file's own greedy tokens, fed to both), so every decode
+step of the quantized file is compared with the fp32 step at the same position and context. A free-running
+quantized generation would diverge after its first different token and turn every later step into noise.
+
+The figures per (model, quant): top-1 agreement, mean KL(p_fp32 || p_quant), max abs logit difference and the
+file-size ratio. The bounds they must meet live in one file, `accuracy.toml` at the repository root, one
+`[drift.<recipe>]` table per recipe; `judge` lists the broken ones.
+
+Random weights (no --checkpoint-dir) give logits with small top-1 margins, so their top-1 agreement is a
+pessimistic figure; the fp32 margin is reported with the figures to read it by.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.artifacts import QUANTS, Artifact, Recipe, ensure_artifact, kv_len_for
+from models.spec import ModelSpec
+
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "accuracy.toml"
+# bound key in accuracy.toml → (figure it limits, "min" or "max")
+BOUNDS: dict[str, tuple[str, str]] = {
+    "min_top1": ("top1_agreement", "min"),
+    "max_mean_kl": ("mean_kl", "max"),
+    "max_abs_logit": ("max_abs_logit_diff", "max"),
+    "max_size_ratio": ("size_ratio", "max"),
+}
+
+
+class ThresholdsError(ValueError):
+    """accuracy.toml is missing, unreadable, or names a recipe or bound that does not exist."""
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def make_prompts(vocab_size: int, n_prompts: int, length: int, seed: int = 0) -> list[np.ndarray]:
+    """`n_prompts` int32 token arrays of `length`, the same for the same arguments on every machine."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab_size, size=length, dtype=np.int64).astype(np.int32) for _ in range(n_prompts)]
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _kv_inputs(details: dict[str, dict]) -> dict[str, np.ndarray]:
+    """A zeroed KV cache for every kv_cache_* input of a signature."""
+    return {name: np.zeros(d["shape"], dtype=d["dtype"]) for name, d in details.items() if name.startswith("kv_cache")}
+
+
+def _teacher_forced(prefill, decode, prompt: np.ndarray, steps: int,
+                    forced: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits [steps, vocab] of `steps` decode steps after one prompt, and the tokens fed to steps 1..steps-1.
+
+    The prefill signature returns no logits, so the prompt's last token goes through decode: prefill takes
+    prompt[:-1] (exactly prefill_len tokens), step 0 feeds prompt[-1], and step i feeds forced[i-1], or the
+    previous step's argmax when `forced` is None (the fp32 reference making the continuation).
+    """
+    prefill_len = len(prompt) - 1
+    kv = _kv_inputs(prefill.get_input_details())
+    out = prefill(tokens=prompt[None, :-1], input_pos=np.arange(prefill_len, dtype=np.int32), **kv)
+    kv = {name: out[name] for name in kv}
+    logits, fed = [], []
+    token = int(prompt[-1])
+    for step in range(steps):
+        out = decode(tokens=np.array([[token]], dtype=np.int32),
+                     input_pos=np.array([prefill_len + step], dtype=np.int32), **kv)
+        kv = {name: out[name] for name in kv}
+        logits.append(out["logits"].reshape(-1).astype(np.float64))
+        if step + 1 < steps:
+            token = int(forced[step]) if forced is not None else int(np.argmax(logits[-1]))
+            fed.append(token)
+    return np.stack(logits), np.array(fed, dtype=np.int32)
+
+
+def run_prompts(path: Path, prompts: list[np.ndarray], steps: int, forced: list[np.ndarray] | None = None,
+                threads: int = 2) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Teacher-forced logits of every prompt through one .tflite, and the continuations fed.
+
+    One interpreter at a time: it is dropped (and collected) before returning, so two models never sit in
+    memory together (FIELD_NOTES: "free one interpreter before creating the next").
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    try:
+        prefill, decode = interpreter.get_signature_runner("prefill"), interpreter.get_signature_runner("decode")
+        results = [_teacher_forced(prefill, decode, prompt, steps, forced[i] if forced is not None else None)
+                   for i, prompt in enumerate(prompts)]
+    finally:
+        del interpreter
+        prefill = decode = None
+        gc.collect()
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def compare_logits(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """Drift figures of `test` against `reference`, both [steps, vocab] logits of the same positions."""
+    if reference.shape != test.shape or reference.ndim != 2:
+        raise ValueError(f"need two [steps, vocab] arrays of one shape, got {reference.shape} and {test.shape}")
+    log_p, log_q = _log_softmax(reference), _log_softmax(test)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(axis=-1)
+    top2 = np.sort(reference, axis=-1)[:, -2:]
+    return {
+        "top1_agreement": float(np.mean(reference.argmax(-1) == test.argmax(-1))),
+        "mean_kl": float(max(kl.mean(), 0.0)),  # KL >= 0; float64 rounding can leave -1e-17 for equal inputs
+        "max_kl": float(max(kl.max(), 0.0)),
+        "max_abs_logit_diff": float(np.abs(reference - test).max()),
+        # How decisive the reference is: with random weights the top-1 lead is small, so small logit
+        # changes flip the argmax; read top1_agreement against this.
+        "fp32_mean_top1_margin": float((top2[:, 1] - top2[:, 0]).mean()),
+        "fp32_logit_std": float(reference.std()),
+    }
+
+
+def measure_drift(spec: ModelSpec, quant: str, *, prefill_len: int = 32, steps: int = 16, n_prompts: int = 3,
+                  seed: int = 0, threads: int = 2, log=sys.stderr) -> dict[str, Any]:
+    """Drift figures of `quant` against fp32 for one model (converting both files if the cache lacks them).
+
+    prefill_len 32 / steps 16 match the artifacts the harness's tests already convert, so the check reuses them.
+    """
+    if quant not in QUANTS:
+        raise ValueError(f"unknown quantization {quant!r}; known: {', '.join(QUANTS)}")
+    kv_len = kv_len_for(prefill_len, steps)
+    reference = ensure_artifact(spec, Recipe("none", prefill_len, kv_len), log=log)
+    quantized = ensure_artifact(spec, Recipe(quant, prefill_len, kv_len), log=log)
+    prompts = make_prompts(spec.config().vocab_size, n_prompts, prefill_len + 1, seed)
+    ref_logits, continuations = run_prompts(reference.path, prompts, steps, threads=threads)
+    test_logits, _ = run_prompts(quantized.path, prompts, steps, forced=continuations, threads=threads)
+    figures = compare_logits(np.concatenate(ref_logits), np.concatenate(test_logits))
+    return figures | {
+        "size_ratio": quantized.meta["bytes"] / reference.meta["bytes"],
+        "n_steps": n_prompts * steps,
+        "n_prompts": n_prompts,
+        "steps_per_prompt": steps,
+        "prefill_len": prefill_len,
+        "kv_len": kv_len,
+        "seed": seed,
+        "model": spec.name,
+        "quant": quant,
+        **_artifact_facts("fp32", reference),
+        **_artifact_facts("quant", quantized),
+    }
+
+
+def _artifact_facts(prefix: str, artifact: Artifact) -> dict[str, Any]:
+    return {f"{prefix}_sha256": artifact.sha256, f"{prefix}_bytes": artifact.meta["bytes"]}
+
+
+# ---------------------------------------------------------------------------------------------- thresholds
+
+
+def load_thresholds(path: Path | str | None = None) -> dict[str, dict[str, float]]:
+    """recipe → {bound: value} from the [drift.<recipe>] tables of accuracy.toml (or `path`).
+
+    Every table must name a known recipe and hold every bound, so a misspelled name fails here rather than
+    leaving a recipe or a bound silently unchecked. Other top-level tables belong to other checks.
+    """
+    path = Path(path) if path is not None else DEFAULT_FILE
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ThresholdsError(f"accuracy thresholds {path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ThresholdsError(f"accuracy thresholds {path}: {e}") from None
+    drift = doc.get("drift")
+    if not isinstance(drift, dict) or not drift:
+        raise ThresholdsError(f"accuracy thresholds {path}: no [drift.<recipe>] tables; recipes: {', '.join(QUANTS)}")
+    table: dict[str, dict[str, float]] = {}
+    for recipe, bounds in drift.items():
+        where = f"accuracy thresholds {path}, [drift.{recipe}]"
+        if recipe not in QUANTS:
+            raise ThresholdsError(f"{where}: unknown recipe {recipe!r}; valid: {', '.join(QUANTS)}")
+        if not isinstance(bounds, dict):
+            raise ThresholdsError(f"{where}: must be a table of bounds ({', '.join(BOUNDS)})")
+        unknown = sorted(set(bounds) - set(BOUNDS))
+        if unknown:
+            raise ThresholdsError(f"{where}: unknown bound(s) {', '.join(unknown)}; valid: {', '.join(BOUNDS)}")
+        missing = [key for key in BOUNDS if key not in bounds]
+        if missing:
+            raise ThresholdsError(f"{where}: missing bound(s) {', '.join(missing)}; each recipe sets "
+                                  f"{', '.join(BOUNDS)}")
+        bad = [k for k, v in bounds.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+        if bad:
+            raise ThresholdsError(f"{where}: {', '.join(bad)} must be numbers")
+        table[recipe] = {key: float(bounds[key]) for key in BOUNDS}
+    return table
+
+
+def recipe_thresholds(quant: str, path: Path | str | None = None) -> dict[str, float]:
+    """The bounds for one recipe; an error naming the recipes the file has when it lacks this one."""
+    table = load_thresholds(path)
+    if quant not in table:
+        where = Path(path) if path is not None else DEFAULT_FILE
+        hint = f"unknown recipe; valid: {', '.join(QUANTS)}" if quant not in QUANTS else "add a table for it"
+        raise ThresholdsError(f"accuracy thresholds {where}: no [drift.{quant}] ({hint}); "
+                              f"the file has: {', '.join(table)}")
+    return table[quant]
+
+
+def judge(figures: dict[str, Any], thresholds: dict[str, float]) -> list[str]:
+    """The bounds `figures` break, as readable lines (empty: it passes).
+
+    A missing or non-finite figure counts as broken: NaN compares false with everything and would pass.
+    """
+    failures = []
+    for key, limit in thresholds.items():
+        if key not in BOUNDS:
+            raise ThresholdsError(f"unknown bound {key!r}; valid: {', '.join(BOUNDS)}")
+        name, kind = BOUNDS[key]
+        value = figures.get(name)
+        if value is None or not math.isfinite(value):
+            failures.append(f"{name} is {value!r}, not a number ({key} {limit:g})")
+        elif kind == "min" and value < limit:
+            failures.append(f"{name} {value:.6g} < {key} {limit:g}")
+        elif kind == "max" and value > limit:
+            failures.append(f"{name} {value:.6g} > {key} {limit:g}")
+    return failures
+
+
+def check_drift(spec: ModelSpec, quant: str, path: Path | str | None = None,
+                **measure: Any) -> tuple[dict[str, Any], list[str]]:
+    """Measure and judge one (model, quant) cell: (figures, broken bounds). Thresholds are read first, so a
+    bad accuracy.toml fails before any conversion."""
+    thresholds = recipe_thresholds(quant, path)
+    figures = measure_drift(spec, quant, **measure)
+    return figures, judge(figures, thresholds)
