@@ -225,3 +225,16 @@ def test_older_accuracy_table_gets_its_missing_columns(tmp_path):
     row = store.add_accuracy(store.start_run(), "m", "fp16", "drift", {"mean_kl": 1e-8}, ["x"])
     rec = store.accuracy_frame().set_index("id").loc[row]
     assert json.loads(rec["metrics"]) == {"mean_kl": 1e-8} and rec["failures"] == "x"
+
+
+def test_model_override_replaces_some_bounds_of_one_model(tmp_path):
+    from harness.drift import DEFAULT_FILE, recipe_thresholds
+
+    base = recipe_thresholds("dynamic_int8")
+    gemma3 = recipe_thresholds("dynamic_int8", model="gemma3-tiny")
+    assert gemma3["max_mean_kl"] > base["max_mean_kl"] and gemma3["max_size_ratio"] == base["max_size_ratio"]
+    assert recipe_thresholds("dynamic_int8", model="tinyllama-tiny") == base
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_FILE.read_text() + '\n[drift_model."x-tiny".int3]\nmin_top1 = 0.5\n')
+    with pytest.raises(ValueError, match="unknown recipe 'int3'"):
+        recipe_thresholds("dynamic_int8", bad)
