@@ -74,9 +74,12 @@ def checkpoint_shapes(checkpoint_dir: Path) -> dict[str, tuple[int, ...]]:
     """Name → shape of every tensor in the directory's safetensors files, read from their headers only."""
     shapes = {}
     for path in sorted(Path(checkpoint_dir).glob("*.safetensors")):
-        with safe_open(path, framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                shapes[name] = tuple(f.get_slice(name).get_shape())
+        try:
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    shapes[name] = tuple(f.get_slice(name).get_shape())
+        except Exception as e:  # safetensors raises its own error types for a corrupt header
+            raise CheckpointError(f"cannot read {str(path)!r} as safetensors: {e}") from None
     return shapes
 
 

@@ -15,8 +15,8 @@ QWEN25_FULL = {
     "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936, "max_position_embeddings": 32768,
     "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu", "tie_word_embeddings": True,
 }
-QWEN25_TINY = {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-               "intermediate_size": 768, "vocab_size": 2048, "max_position_embeddings": 1024}
+# Keeps 14 query heads on 2 KV heads and head_dim 64 (so hidden stays 896); small MLP, 2 layers.
+QWEN25_TINY = {"num_hidden_layers": 2, "intermediate_size": 768, "vocab_size": 2048, "max_position_embeddings": 1024}
 
 # Qwen/Qwen3-0.6B config.json
 QWEN3_FULL = {

@@ -113,7 +113,8 @@ def test_full_size_checkpoint_for_a_tiny_spec_says_which_dims_differ(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_size": 2048}))
     spec = get_spec("qwen3", "tiny", checkpoint_dir=tmp_path)
-    with pytest.raises(hf_reference.CheckpointError, match="lacks tensor 'model.layers.0.self_attn.q_norm.weight'"):
+    with pytest.raises(hf_reference.CheckpointError,
+                       match=r"config.json differs: model_type=llama \(ours qwen3\), hidden_size=2048 \(ours 256\)"):
         hf_reference.check_checkpoint(spec)
 
 

@@ -64,9 +64,9 @@ def test_unknown_quant_lists_the_known_ones():
         Recipe("int3")
 
 
-def test_failed_conversion_leaves_no_artifact(tmp_path):
-    with pytest.raises(RuntimeError, match="conversion of tinyllama-tiny"):
-        # A checkpoint dir whose safetensors file is garbage: the worker fails, nothing is cached.
+def test_unreadable_checkpoint_is_named_and_leaves_no_artifact(tmp_path):
+    with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
+        # A checkpoint dir whose safetensors file is garbage: refused before conversion, nothing is cached.
         (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
         ensure_artifact(get_spec("tinyllama", "tiny", checkpoint_dir=tmp_path), Recipe("none", 8, 128))
     assert not list((tmp_path.parent).glob("**/model.tflite.partial"))

@@ -23,7 +23,7 @@ def test_convert_prints_the_cached_artifact_path(tiny_artifact):
 
 
 @pytest.mark.parametrize(("args", "listing"), [
-    (["convert", "--model", "gpt5"], "known models: tinyllama"),
+    (["convert", "--model", "gpt5"], "known models: gemma, gemma3, llama3.2, phi2, qwen2.5, qwen3, smollm2-135m"),
     (["convert", "--model", "tinyllama", "--quant", "int3"], "known: none, fp16, weight_only_int8, dynamic_int8"),
     (["convert", "--model", "tinyllama", "--size", "huge"], "sizes: tiny, full"),
     (["bench", "x.tflite", "--device", "pixel99"], "known devices: adb-test-device, android, galaxy-s24"),

@@ -24,7 +24,8 @@ def test_tiny_has_the_architecture_of_full(family):
     assert fa.num_heads // fa.num_query_groups == ta.num_heads // ta.num_query_groups  # same GQA ratio
     assert full.block_config(0).ff_config.type == tiny.block_config(0).ff_config.type
     assert full.lm_head_share_weight_with_embedding == tiny.lm_head_share_weight_with_embedding
-    assert tiny.num_layers < full.num_layers and tiny.embedding_dim < full.embedding_dim
+    assert tiny.num_layers < full.num_layers and tiny.embedding_dim <= full.embedding_dim
+    assert tiny.vocab_size < full.vocab_size
 
 
 def test_full_tinyllama_is_the_published_size():

@@ -79,7 +79,7 @@ def test_hanging_runner_is_killed_by_the_device_side_timeout(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--models", "gpt5"], "--models: unknown 'gpt5'; valid: tinyllama"),
+    (["--models", "gpt5"], "--models: unknown 'gpt5'; valid: gemma, gemma3, llama3.2, phi2"),
     (["--quant", "int3"], "--quant: unknown 'int3'; valid: none, fp16"),
     (["--device", "pixel99"], "--device: unknown 'pixel99'; valid: adb-test-device, android, galaxy-s24"),
     (["--prefill", "abc"], "--prefill takes comma-separated whole numbers"),
