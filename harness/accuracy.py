@@ -21,6 +21,7 @@ import torch
 from litert_torch.generative.layers import kv_cache as kv_utils
 
 from harness.artifacts import Artifact, Recipe, ensure_artifact, kv_len_for
+from harness.drift import run_prompts
 from models import hf_reference
 from models.spec import ModelSpec, build_model
 
@@ -153,36 +154,19 @@ def signature_mismatches(expected: dict, actual: dict) -> list[str]:
     return problems
 
 
-def _tflite_generate(path: Path, config, prompt: list[int], kv_len: int, steps: int) -> tuple[list, list[int]]:
-    """The runner's workload in the LiteRT interpreter: prefill, then greedy decode steps, the first re-feeding
-    the last prompt token at its position (as device_runners/native does)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=2)
-    kv = {name: np.zeros(shape, np.float32)
-          for name, (shape, _) in expected_signatures(config, len(prompt), kv_len)["prefill"]["inputs"].items()
-          if name.startswith("kv_cache")}
-    kv = interpreter.get_signature_runner("prefill")(
-        tokens=np.array([prompt], np.int32), input_pos=np.arange(len(prompt), dtype=np.int32), **kv)
-    decode = interpreter.get_signature_runner("decode")
-    logits, tokens, token, pos = [], [], prompt[-1], len(prompt) - 1
-    for _ in range(steps):
-        out = decode(tokens=np.array([[token]], np.int32), input_pos=np.array([pos], np.int32), **kv)
-        logits.append(out.pop("logits")[0, -1].copy())
-        kv, token, pos = out, int(logits[-1].argmax()), pos + 1
-        tokens.append(token)
-    return logits, tokens
-
-
 @torch.inference_mode()
 def _torch_generate(model, config, prompt: list[int], kv_len: int, steps: int) -> tuple[list, list[int]]:
+    """The workload of harness.drift.run_prompts in PyTorch: prefill prompt[:-1], then `steps` greedy decode
+    steps, the first feeding prompt[-1]."""
+    prefill_len = len(prompt) - 1
     kv = kv_utils.KVCache.from_model_config(kv_len, config)
-    kv = model(torch.tensor([prompt], dtype=torch.int), torch.arange(len(prompt), dtype=torch.int), kv)["kv_cache"]
-    logits, tokens, token, pos = [], [], prompt[-1], len(prompt) - 1
-    for _ in range(steps):
-        out = model(torch.tensor([[token]], dtype=torch.int), torch.tensor([pos], dtype=torch.int), kv)
+    kv = model(torch.tensor([prompt[:-1]], dtype=torch.int), torch.arange(prefill_len, dtype=torch.int),
+               kv)["kv_cache"]
+    logits, tokens, token = [], [], prompt[-1]
+    for step in range(steps):
+        out = model(torch.tensor([[token]], dtype=torch.int), torch.tensor([prefill_len + step], dtype=torch.int), kv)
         logits.append(out["logits"][0, -1].numpy())
-        kv, token, pos = out["kv_cache"], int(out["logits"][0, -1].argmax()), pos + 1
+        kv, token = out["kv_cache"], int(out["logits"][0, -1].argmax())
         tokens.append(token)
     return logits, tokens
 
@@ -195,21 +179,24 @@ def check_conversion(spec: ModelSpec, prefill_len: int = CONVERSION_PREFILL,
     config = spec.config()
     from ai_edge_litert.interpreter import Interpreter
 
-    actual = actual_signatures(Interpreter(model_path=str(artifact.path)))
+    interpreter = Interpreter(model_path=str(artifact.path))
+    actual = actual_signatures(interpreter)
+    del interpreter  # run_prompts loads its own; two interpreters need not sit in memory together
     failures = signature_mismatches(expected_signatures(config, prefill_len, kv_len), actual)
     model = build_model(spec, kv_len)
     # A tied head shares the embedding's storage but is a Parameter of its own: count each storage once.
     params = sum(p.numel() for p in {p.data_ptr(): p for p in model.parameters()}.values())
-    size_ratio = artifact.path.stat().st_size / (4 * params)
+    size_ratio = artifact.meta["bytes"] / (4 * params)
     if not 1 - SIZE_TOLERANCE <= size_ratio <= 1 + SIZE_TOLERANCE:
         failures.append(f"file is {size_ratio:.3f}× one fp32 copy of the {params:,} parameters "
                         f"(expected within {SIZE_TOLERANCE:.0%})")
-    prompt = prompt_tokens(config.vocab_size, prefill_len, seed=1)
+    prompt = prompt_tokens(config.vocab_size, prefill_len + 1, seed=1)
     ref_logits, ref_tokens = _torch_generate(model, config, prompt, kv_len, steps)
     del model
     figures = {}
     if not failures:  # a file with the wrong signatures cannot run the workload
-        logits, tokens = _tflite_generate(artifact.path, config, prompt, kv_len, steps)
+        (logits,), _ = run_prompts(artifact.path, [np.array(prompt, np.int32)], steps)
+        tokens = [int(row.argmax()) for row in logits]
         agree = next((i for i, (a, b) in enumerate(zip(tokens, ref_tokens, strict=True)) if a != b), steps)
         diffs = [float(np.abs(a - b).max()) for a, b in zip(logits[:agree + 1], ref_logits[:agree + 1], strict=True)]
         figures = {"decode_max_diff": max(diffs), "greedy_identical": tokens == ref_tokens,
@@ -219,6 +206,6 @@ def check_conversion(spec: ModelSpec, prefill_len: int = CONVERSION_PREFILL,
         if tokens != ref_tokens:
             failures.append(f"greedy tokens differ from step {agree} of {steps}")
     return {"check": "conversion", "model": spec.name, "artifact": str(artifact.path), "sha256": artifact.sha256,
-            "file_bytes": artifact.path.stat().st_size, "params": params, "size_ratio": size_ratio,
+            "file_bytes": artifact.meta["bytes"], "params": params, "size_ratio": size_ratio,
             "prefill_len": prefill_len, "kv_len": kv_len, "decode_steps": steps, "signatures": sorted(actual),
             **figures, "failures": failures, "passed": not failures}

@@ -15,6 +15,7 @@ pessimistic figure; the fp32 margin is reported with the figures to read it by.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import sys
@@ -143,7 +144,8 @@ def measure_drift(spec: ModelSpec, quant: str, *, prefill_len: int = 32, steps: 
     reference = ensure_artifact(spec, Recipe("none", prefill_len, kv_len), log=log)
     quantized = ensure_artifact(spec, Recipe(quant, prefill_len, kv_len), log=log)
     prompts = make_prompts(spec.config().vocab_size, n_prompts, prefill_len + 1, seed)
-    ref_logits, continuations = run_prompts(reference.path, prompts, steps, threads=threads)
+    ref_logits, continuations = _reference_run(str(reference.path), reference.sha256, spec.config().vocab_size,
+                                                n_prompts, prefill_len + 1, seed, steps, threads)
     test_logits, _ = run_prompts(quantized.path, prompts, steps, forced=continuations, threads=threads)
     figures = compare_logits(np.concatenate(ref_logits), np.concatenate(test_logits))
     return figures | {
@@ -159,6 +161,14 @@ def measure_drift(spec: ModelSpec, quant: str, *, prefill_len: int = 32, steps: 
         **_artifact_facts("fp32", reference),
         **_artifact_facts("quant", quantized),
     }
+
+
+@functools.lru_cache(maxsize=2)
+def _reference_run(path: str, sha256: str, vocab: int, n_prompts: int, length: int, seed: int, steps: int,
+                   threads: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The fp32 file's logits and continuations: every recipe of a model is compared with the same run, so
+    it is made once per session (keyed by the file's sha256 and the prompts' parameters)."""
+    return run_prompts(Path(path), make_prompts(vocab, n_prompts, length, seed), steps, threads=threads)
 
 
 def _artifact_facts(prefix: str, artifact: Artifact) -> dict[str, Any]:

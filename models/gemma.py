@@ -4,7 +4,7 @@ zero-centred RMS norms (weight stored as w, applied as 1 + w), embeddings scaled
 from litert_torch.generative.layers import model_config as cfg
 from litert_torch.generative.utilities import model_builder
 
-from models.spec import Family
+from models.spec import Family, decoder_config
 
 # google/gemma-2b config.json. It carries no tie_word_embeddings: GemmaConfig's default (tied) applies.
 HF_FULL = {
@@ -48,16 +48,8 @@ def to_config(hf: dict) -> cfg.ModelConfig:
         pre_attention_norm_config=norm,
         post_attention_norm_config=norm,  # HF's post_attention_layernorm is the norm before the MLP
     )
-    return cfg.ModelConfig(
-        vocab_size=hf["vocab_size"],
-        num_layers=hf["num_hidden_layers"],
-        max_seq_len=hf["max_position_embeddings"],
-        embedding_dim=hf["hidden_size"],
-        embedding_scale=hf["hidden_size"] ** 0.5,
-        block_configs=block,
-        final_norm_config=norm,
-        lm_head_share_weight_with_embedding=True,
-    )
+    return decoder_config(hf, block, norm, embedding_scale=hf["hidden_size"] ** 0.5,
+                          lm_head_share_weight_with_embedding=True)
 
 
 FAMILY = Family(

@@ -9,7 +9,7 @@ residual add); the layer pattern, window and rope bases are read from the config
 from litert_torch.generative.examples.gemma3 import decoder
 from litert_torch.generative.layers import model_config as cfg
 
-from models.spec import Family
+from models.spec import Family, decoder_config
 
 # google/gemma-3-1b-it config.json. No layer_types, no tie_word_embeddings: Gemma3TextConfig derives the first
 # from sliding_window_pattern and defaults the second to tied.
@@ -109,16 +109,8 @@ def to_config(hf: dict) -> cfg.ModelConfig:
         return cfg.TransformerBlockConfig(attn_config=attn, ff_config=ff, pre_attention_norm_config=norm,
                                           post_attention_norm_config=norm)
 
-    return cfg.ModelConfig(
-        vocab_size=hf["vocab_size"],
-        num_layers=hf["num_hidden_layers"],
-        max_seq_len=hf["max_position_embeddings"],
-        embedding_dim=hf["hidden_size"],
-        embedding_scale=hf["hidden_size"] ** 0.5,
-        block_configs=[block(t) for t in layer_types(hf)],
-        final_norm_config=norm,
-        lm_head_share_weight_with_embedding=True,
-    )
+    return decoder_config(hf, [block(t) for t in layer_types(hf)], norm,
+                          embedding_scale=hf["hidden_size"] ** 0.5, lm_head_share_weight_with_embedding=True)
 
 
 FAMILY = Family(

@@ -12,6 +12,8 @@ from litert_torch.generative.examples.llama.llama import _build_llama3_rope_cach
 from litert_torch.generative.layers import model_config as cfg
 from litert_torch.generative.layers import rotary_position_embedding
 
+from models.spec import decoder_config
+
 _ACTIVATIONS = {"silu": cfg.ActivationType.SILU, "gelu_pytorch_tanh": cfg.ActivationType.GELU_TANH}
 
 
@@ -68,13 +70,5 @@ def to_config(hf: dict, *, qkv_bias: bool = False, qk_norm: bool = False) -> cfg
         pre_attention_norm_config=norm,
         post_attention_norm_config=norm,
     )
-    return cfg.ModelConfig(
-        vocab_size=hf["vocab_size"],
-        num_layers=hf["num_hidden_layers"],
-        max_seq_len=hf["max_position_embeddings"],
-        embedding_dim=hf["hidden_size"],
-        block_configs=block,
-        final_norm_config=norm,
-        lm_head_share_weight_with_embedding=hf.get("tie_word_embeddings", False),
-        build_rope=rope(hf),
-    )
+    return decoder_config(hf, block, norm, build_rope=rope(hf),
+                          lm_head_share_weight_with_embedding=hf.get("tie_word_embeddings", False))

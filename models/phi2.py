@@ -4,7 +4,7 @@ everywhere (q/k/v, output, MLP, LM head), plain GELU-tanh MLP, untied head."""
 from litert_torch.generative.examples.phi import phi2
 from litert_torch.generative.layers import model_config as cfg
 
-from models.spec import Family
+from models.spec import Family, decoder_config
 
 # microsoft/phi-2 config.json (the transformers-native version, model_type "phi")
 HF_FULL = {
@@ -53,16 +53,7 @@ def to_config(hf: dict) -> cfg.ModelConfig:
         pre_attention_norm_config=norm,
         parallel_residual=True,  # x + attn(ln(x)) + mlp(ln(x)): one norm per layer
     )
-    return cfg.ModelConfig(
-        vocab_size=hf["vocab_size"],
-        num_layers=hf["num_hidden_layers"],
-        max_seq_len=hf["max_position_embeddings"],
-        embedding_dim=hf["hidden_size"],
-        block_configs=block,
-        final_norm_config=norm,
-        lm_head_use_bias=True,
-        lm_head_share_weight_with_embedding=False,
-    )
+    return decoder_config(hf, block, norm, lm_head_use_bias=True, lm_head_share_weight_with_embedding=False)
 
 
 FAMILY = Family(

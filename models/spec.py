@@ -50,6 +50,20 @@ class Family:
         return self.to_config(self.hf_config(size))
 
 
+def decoder_config(hf: dict, blocks, final_norm: cfg.NormalizationConfig, **extra) -> cfg.ModelConfig:
+    """litert-torch's ModelConfig from the config.json fields every family names alike; `extra` holds the
+    family's own (embedding scale, tied head, head bias, RoPE builder)."""
+    return cfg.ModelConfig(
+        vocab_size=hf["vocab_size"],
+        num_layers=hf["num_hidden_layers"],
+        max_seq_len=hf["max_position_embeddings"],
+        embedding_dim=hf["hidden_size"],
+        block_configs=blocks,
+        final_norm_config=final_norm,
+        **extra,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     family: Family
