@@ -36,6 +36,20 @@ def test_against_tflite_conversion(family):
     assert result["signatures"] == ["decode", "prefill"]
     assert abs(result["size_ratio"] - 1) <= accuracy.SIZE_TOLERANCE
     assert result["greedy_identical"] and len(result["tokens"]) == accuracy.CONVERSION_DECODE
+    # Every tiny family sits well under 1e-4, so the bound is the issue's 1e-4; a zero floor would mean the
+    # perturbation did nothing.
+    assert 0 < result["fp32_noise_floor"] < accuracy.CONVERSION_ATOL / accuracy.NOISE_FACTOR
+    assert result["atol"] == accuracy.CONVERSION_ATOL
+
+
+def test_conversion_check_catches_a_different_model(monkeypatch):
+    """The .tflite of another seed against this seed's PyTorch model: the check must fail on the logits."""
+    real = accuracy.ensure_artifact
+    monkeypatch.setattr(accuracy, "ensure_artifact",
+                        lambda spec, recipe: real(dataclasses.replace(spec, seed=7), recipe))
+    result = accuracy.check_conversion(get_spec("tinyllama", "tiny"))
+    assert not result["passed"] and result["decode_max_diff"] > result["atol"]
+    assert "noise floor" in result["failures"][0]
 
 
 def test_reauthoring_check_catches_a_wrong_remap():
