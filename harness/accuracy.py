@@ -21,7 +21,7 @@ import torch
 from litert_torch.generative.layers import kv_cache as kv_utils
 
 from harness.artifacts import Artifact, Recipe, ensure_artifact, kv_len_for
-from harness.drift import run_prompts
+from harness.drift import make_prompts, run_prompts
 from models import hf_reference
 from models.spec import ModelSpec, build_model
 
@@ -41,8 +41,8 @@ SIZE_TOLERANCE = 0.05  # file vs one copy of the parameters at 4 bytes each
 
 
 def prompt_tokens(vocab: int, length: int, seed: int = 0) -> list[int]:
-    """A fixed pseudo-random prompt that avoids the special ids at the bottom of the vocabulary."""
-    return np.random.default_rng(seed).integers(3, vocab, size=length).tolist()
+    """drift's seeded prompt, as a list, avoiding the special ids at the bottom of the vocabulary."""
+    return make_prompts(vocab, 1, length, seed, low=3)[0].tolist()
 
 
 # --- reauthoring ---------------------------------------------------------------------------------------------

@@ -45,10 +45,11 @@ class ThresholdsError(ValueError):
 # ---------------------------------------------------------------------------------------------- prompts
 
 
-def make_prompts(vocab_size: int, n_prompts: int, length: int, seed: int = 0) -> list[np.ndarray]:
-    """`n_prompts` int32 token arrays of `length`, the same for the same arguments on every machine."""
+def make_prompts(vocab_size: int, n_prompts: int, length: int, seed: int = 0, low: int = 0) -> list[np.ndarray]:
+    """`n_prompts` int32 token arrays of `length` with ids in [low, vocab_size), the same for the same arguments
+    on every machine."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, vocab_size, size=length, dtype=np.int64).astype(np.int32) for _ in range(n_prompts)]
+    return [rng.integers(low, vocab_size, size=length, dtype=np.int64).astype(np.int32) for _ in range(n_prompts)]
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -143,10 +144,11 @@ def measure_drift(spec: ModelSpec, quant: str, *, prefill_len: int = 32, steps: 
     kv_len = kv_len_for(prefill_len, steps)
     reference = ensure_artifact(spec, Recipe("none", prefill_len, kv_len), log=log)
     quantized = ensure_artifact(spec, Recipe(quant, prefill_len, kv_len), log=log)
-    prompts = make_prompts(spec.config().vocab_size, n_prompts, prefill_len + 1, seed)
-    ref_logits, continuations = _reference_run(str(reference.path), reference.sha256, spec.config().vocab_size,
-                                                n_prompts, prefill_len + 1, seed, steps, threads)
-    test_logits, _ = run_prompts(quantized.path, prompts, steps, forced=continuations, threads=threads)
+    vocab = spec.config().vocab_size
+    ref_logits, continuations = _reference_run(str(reference.path), reference.sha256, vocab, n_prompts,
+                                                prefill_len + 1, seed, steps, threads)
+    test_logits, _ = run_prompts(quantized.path, make_prompts(vocab, n_prompts, prefill_len + 1, seed), steps,
+                                 forced=continuations, threads=threads)
     figures = compare_logits(np.concatenate(ref_logits), np.concatenate(test_logits))
     return figures | {
         "size_ratio": quantized.meta["bytes"] / reference.meta["bytes"],
