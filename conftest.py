@@ -1,3 +1,3 @@
-# The harness's pytest plugins (options, fixtures, markers; pytest-xdist across devices) live in harness/;
+# The harness's pytest plugins (options, fixtures; pytest-xdist across devices) live in suites/plugin/;
 # this only registers them.
-pytest_plugins = ["harness.pytest_plugin", "harness.pytest_parallel"]
+pytest_plugins = ["suites.plugin.pytest_plugin", "suites.plugin.xdist_devices"]

@@ -9,8 +9,8 @@ import platform
 import tomllib
 from pathlib import Path
 
-from device_runners.host import HostTransport
-from device_runners.transport import DeviceFacts, Transport
+from device_runners.transports.base import DeviceFacts, Transport
+from device_runners.transports.host import HostTransport
 
 PROFILES_FILE = Path(__file__).resolve().parent / "devices.toml"
 ADB_FORM = "adb:SERIAL[@HOST:PORT]"  # how the usage errors spell the adb names
@@ -20,7 +20,7 @@ ADB_FORM = "adb:SERIAL[@HOST:PORT]"  # how the usage errors spell the adb names
 class Profile:
     name: str
     transport: str  # host | adb
-    runner_target: str  # which runner build runs there (device_runners.build targets)
+    runner_target: str  # which runner build runs there (device_runners.runners.native targets)
     # Cores worth using at most (a phone's big cluster); None: every core the device lets us run on.
     max_threads: int | None = None
     description: str = ""
@@ -47,7 +47,7 @@ def known_devices() -> list[str]:
 
 def is_adb_name(name: str) -> bool:
     """`adb:SERIAL` or `adb:SERIAL@HOST:PORT`."""
-    from device_runners.adb import AdbAddress
+    from device_runners.transports.adb import AdbAddress
 
     try:
         AdbAddress.parse(name)
@@ -58,7 +58,7 @@ def is_adb_name(name: str) -> bool:
 
 def profile_for_model(model: str) -> Profile:
     """The profile of an adb device from its ro.product.model; `android` when none lists it."""
-    from device_runners.adb import model_tag
+    from device_runners.transports.adb import model_tag
 
     for profile in PROFILES.values():
         if profile.transport == "adb" and model_tag(model) in set(map(model_tag, profile.models)):
@@ -102,7 +102,7 @@ def runner_abi(target: str) -> str:
 
 def open_device(name: str) -> Device:
     if name.startswith("adb:"):
-        from device_runners.adb import AdbAddress, AdbTransport
+        from device_runners.transports.adb import AdbAddress, AdbTransport
 
         transport = AdbTransport(name, AdbAddress.parse(name))
         return Device(profile_for_model(transport.model()), transport, name)
@@ -112,7 +112,7 @@ def open_device(name: str) -> Device:
         raise ValueError(f"unknown device {name!r}; known devices: {', '.join(known_devices())}") from None
     if profile.transport == "host":
         return Device(profile, HostTransport())
-    from device_runners.adb import AdbAddress, AdbTransport, find_serial
+    from device_runners.transports.adb import AdbAddress, AdbTransport, find_serial
 
     serial = find_serial(profile.models, f"{name} ({profile.description})" if profile.description else name)
     return Device(profile, AdbTransport(name, AdbAddress(serial)))
@@ -120,7 +120,7 @@ def open_device(name: str) -> Device:
 
 def attached_devices() -> list[dict]:
     """Every device the adb server lists, and for those online: profile, model, ABI, CPU clusters, free storage."""
-    from device_runners.adb import attached
+    from device_runners.transports.adb import attached
 
     rows = []
     for info in attached():  # starts the local adb server if it is not running

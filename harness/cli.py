@@ -25,6 +25,8 @@ import os
 import sys
 from pathlib import Path
 
+from harness.common.options import OPTIONS, Option, OptionError, first_default
+
 EXIT_USAGE = 2
 
 
@@ -37,9 +39,32 @@ def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=int, default=None, help="run id [the latest]")
 
 
+def _add(p: argparse.ArgumentParser, *names: str, **override) -> None:
+    """Options from the registry (harness/common/options.py), one value each where the suites take lists."""
+    for name in names:
+        option = OPTIONS[name]
+        default = override.get(name, first_default(name))
+        shown = f" [{default}]" if default is not None else ""
+        p.add_argument(option.flag, type=_one(option), default=default, help=option.help.split(";")[0] + shown)
+
+
+def _one(option: Option):
+    """argparse type: the option's parser; where the suites take a list, the CLI takes exactly one value."""
+    def parse(text: str):
+        try:
+            value = option.parse(text)
+        except OptionError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if isinstance(value, tuple) and option.kind != "cpus":
+            if len(value) != 1:
+                raise argparse.ArgumentTypeError(f"{option.flag} takes one value here, got {text!r}")
+            return value[0]
+        return value
+    return parse
+
+
 def _add_lengths(p: argparse.ArgumentParser, prefill_default: int | None) -> None:
-    p.add_argument("--prefill", type=int, default=prefill_default, help="prefill length (tokens)")
-    p.add_argument("--decode", type=int, default=64, help="decode length (tokens) [64]")
+    _add(p, "prefill", "decode", prefill=prefill_default)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,20 +84,16 @@ def parser() -> argparse.ArgumentParser:
     _add_lengths(c, 128)
     c.add_argument("--kv-len", type=int, default=None, help="KV cache length [prefill+decode, rounded up to 128]")
     c.add_argument("--checkpoint-dir", type=Path, default=None, help="local HF safetensors checkpoint")
-    c.add_argument("--seed", type=int, default=1234, help="seed of the random weights [1234]")
+    _add(c, "seed")
 
     b = sub.add_parser("bench", help="run the native runner on an artifact and print its figures")
     b.add_argument("artifact", type=Path)
     b.add_argument("--device", default="host", help=f"one of: {', '.join(known_devices())} [host]")
     _add_lengths(b, None)
-    b.add_argument("--threads", type=int, default=4, help="threads (at most the device's cores) [4]")
-    b.add_argument("--depth", type=int, default=0, help="KV positions filled before the timed decode [0]")
-    b.add_argument("--cpus", default=None, help="pin to these cores (e.g. 4-7) instead of the fastest")
-    b.add_argument("--bandwidth-probe-mb", type=int, default=1024, help="bandwidth probe size; 0: none [1024]")
-    b.add_argument("--reps", type=int, default=5, help="measured repetitions [5]")
-    b.add_argument("--warmup", type=int, default=1, help="discarded warmup repetitions [1]")
+    _add(b, "threads", "depth", "cpus", "bandwidth_probe_mb", "reps", "warmup", "runner_timeout")
+    b.add_argument("--timeout", dest="runner_timeout", type=_one(OPTIONS["runner_timeout"]),
+                   default=argparse.SUPPRESS, help="the same as --runner-timeout")
     b.add_argument("--runner-bin", type=Path, default=None, help="a prebuilt runner binary")
-    b.add_argument("--timeout", type=float, default=600.0, help="device-side timeout, seconds [600]")
     b.add_argument("--json", action="store_true", help="print JSON (medians, samples, spread, device facts)")
 
     r = sub.add_parser("report", help="write the comparison report of a run and the regression dashboard")
@@ -116,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from harness.artifacts import Recipe, ensure_artifact, kv_len_for
+    from harness.artifacts.cache import Recipe, ensure_artifact, kv_len_for
     from models.registry import get_spec
 
     spec = get_spec(args.model, args.size, args.checkpoint_dir, args.seed)
@@ -125,10 +146,10 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from device_runners.build import build_runner, prebuilt_runner
     from device_runners.device import open_device
-    from harness.measure import RunnerError, Workload, bench
-    from harness.session import parse_cpus
+    from device_runners.runners.native import build_runner, prebuilt_runner
+    from harness.measure.bench import RunnerError, Workload, bench
+    from harness.measure.metrics import CellResult
     from reports.table import format_table
 
     device = open_device(args.device)
@@ -142,25 +163,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
     runner = prebuilt_runner(args.runner_bin, device.profile.runner_target) if args.runner_bin \
         else build_runner(device.profile.runner_target)
     try:
-        cpus = parse_cpus(args.cpus) if args.cpus else None
-        workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, cpus,
+        workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus,
                             args.bandwidth_probe_mb)
-        result = bench(device, runner, model, workload, args.timeout, meta.get("compute"))
+        measured = bench(device, runner, model, workload, args.runner_timeout, meta.get("compute"))
     except RunnerError as e:
         # The runner's exit code 3 means it could not load the model: its own line names the file.
         raise CliError(e.load_error or str(e)) from None
-    result["samples"] = result["runner"]["samples"]
     if args.json:
-        json.dump(result, sys.stdout, indent=2)
+        json.dump(measured.to_json(), sys.stdout, indent=2)
         print()
         return
     import pandas as pd
 
-    row = {"model": model.name, "quant": "", "device": device.name, "prefill_len": prefill,
-           "decode_len": args.decode, "threads": result["threads"], "status": "ok",
-           "decode_cv_pct": result["spread"]["decode_tok_s"]["cv_pct"],
-           **{k: result[k] for k in ("prefill_tok_s", "decode_tok_s", "ttft_ms", "init_ms", "peak_rss_mb")}}
-    print(format_table(pd.DataFrame([row])))
+    row = CellResult(model=model.name, quant="", device=device.name, prefill_len=prefill, decode_len=args.decode,
+                     status="ok", **measured.figures())
+    print(format_table(pd.DataFrame([row.row()])))
 
 
 def _meta(model: Path) -> dict:
@@ -171,7 +188,7 @@ def _meta(model: Path) -> dict:
 
 def _open(args: argparse.Namespace):
     """The store, the run to work on (the latest unless --run) and the baseline run (None without --baseline)."""
-    from harness.store import Store
+    from harness.store.store import Store
 
     store = Store(args.results_db)
     try:
@@ -183,7 +200,7 @@ def _open(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from harness.gate import config_from
+    from harness.gate.config import config_from
     from reports.render import render_dashboard, render_run_report
 
     store, run_id, baseline = _open(args)
@@ -193,12 +210,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from harness.gate import config_from, evaluate_run
-    from harness.gate_summary import publish
+    from harness.gate.config import config_from
+    from harness.gate.verdicts import run_verdicts
+    from reports.gate_summary import publish
 
     store, run_id, baseline = _open(args)
     config = config_from(args.thresholds)
-    verdicts = evaluate_run(store, run_id, baseline, config)
+    verdicts = run_verdicts(store, run_id, baseline, config)
     if not verdicts:
         raise CliError(f"run {run_id} has no results to judge")
     print(publish(verdicts, run_id, baseline, config.source))
@@ -237,8 +255,8 @@ def cmd_devices(args: argparse.Namespace) -> None:
 
 
 def cmd_bundle(args: argparse.Namespace) -> None:
-    from harness import bundle, tokenizer
-    from harness.artifacts import Recipe, ensure_artifact, kv_len_for
+    from harness.artifacts import bundle, tokenizer
+    from harness.artifacts.cache import Recipe, ensure_artifact, kv_len_for
     from models.registry import get_spec
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -258,7 +276,7 @@ def cmd_bundle(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from harness.verify import CHECKS, run_checks
+    from harness.accuracy.registry import CHECKS, run_checks
     from models.registry import get_spec
 
     checks = [c.strip() for c in args.checks.split(",") if c.strip()]

@@ -1,6 +1,6 @@
-"""Name → family table. Adding a family: one file exporting a Family, one row here."""
+"""Name → family table. Adding a family: one file in families/ exporting a Family, one row here."""
 
-from models import gemma, gemma3, llama32, phi2, qwen, smollm2, tinyllama
+from models.families import gemma, gemma3, llama32, phi2, qwen, smollm2, tinyllama
 from models.spec import DEFAULT_SEED, SIZES, Family, ModelSpec
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (

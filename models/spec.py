@@ -1,6 +1,8 @@
 """What a model is to the harness: a family (architecture + HF weight names) at a size, with weights.
 
-A family is one small file (see tinyllama.py) exporting a `Family`; registry.py lists them.
+A family is one small file (see families/tinyllama.py) exporting a `Family`; registry.py lists them. This file
+holds the descriptions only: the sizes, the config mapping's shared part, the fingerprint that keys the artifact
+cache, and the FLOP profile. Building the torch module and putting weights in it is weights.py's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 
 import torch
 from litert_torch.generative.layers import model_config as cfg
-from litert_torch.generative.layers import normalization
 from litert_torch.generative.utilities import loader as loading_utils
 from litert_torch.generative.utilities.model_builder import DecoderOnlyModel
 
@@ -86,47 +87,6 @@ class ModelSpec:
             "config": _config_digest(self.config()),
             "weights": _checkpoint_digest(self.checkpoint_dir) if self.checkpoint_dir else f"seed:{self.seed}/init2",
         }
-
-
-def build_model(spec: ModelSpec, kv_len: int) -> torch.nn.Module:
-    """The reauthored torch module with the spec's weights, in eval mode, mask cache sized for kv_len."""
-    config = spec.config()
-    if kv_len > config.max_seq_len:
-        raise ValueError(f"kv length {kv_len} exceeds {spec.name}'s max_seq_len {config.max_seq_len}")
-    model = spec.family.model_class(config, mask_cache_size=kv_len)
-    if spec.checkpoint_dir is not None:
-        load_checkpoint(model, spec)
-    else:
-        init_random(model, spec.seed)
-    return model.eval()
-
-
-def load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
-    from models.hf_reference import check_checkpoint  # imports transformers: only when a checkpoint is used
-
-    check_checkpoint(spec)  # names the missing or misshaped tensor, which the loader would not
-    loader = loading_utils.ModelLoader(str(spec.checkpoint_dir), spec.family.tensor_names)
-    loader.load(model, strict=not spec.config().lm_head_share_weight_with_embedding)
-
-
-def init_random(model: torch.nn.Module, seed: int) -> None:
-    """HF-style init (matrices and biases ~ N(0, 0.02), norms at their defaults), reproducible from the seed.
-
-    Every parameter that torch initializes from the global RNG (linear biases) is set here: the conversion
-    child process must rebuild the same weights as the process that checks it.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            if param.dim() >= 2 or name.endswith(".bias") and "norm" not in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
-        for module in model.modules():
-            # litert-torch allocates LayerNorm/GroupNorm parameters with torch.empty (it expects a checkpoint):
-            # left alone, random-weight models read uninitialized memory (Phi-2 gave NaN logits).
-            if isinstance(module, normalization.LayerNorm | normalization.GroupNorm):
-                module.weight.fill_(1.0)
-                if module.bias is not None:
-                    module.bias.zero_()
 
 
 def _config_digest(config: cfg.ModelConfig) -> str:

@@ -11,19 +11,17 @@ from typing import TextIO
 
 import pandas as pd
 
-from harness.gate import accuracy, missing
+from harness.gate.judge import accuracy, missing
+from harness.measure import metrics
+from harness.measure.metrics import python_type
 from reports import table
 
-# (name, type) of every exported field, in order. Types: int, float, bool, str, time (ISO 8601), json.
+# (name, type) of every exported field, in order: the run's, then every field of the cell result
+# (harness/measure/metrics.py), then the accuracy figures. Types: int, float, bool, str, time (ISO 8601), json.
 FIELDS: list[tuple[str, str]] = [
     ("run_id", "int"), ("label", "str"), ("git_commit", "str"), ("run_started_at", "time"), ("result_id", "int"),
-    ("model", "str"), ("quant", "str"), ("device", "str"), ("prefill_len", "int"), ("decode_len", "int"),
-    ("depth", "int"), ("threads", "int"), ("cpus", "str"), ("status", "str"), ("error", "str"),
-    ("prefill_tok_s", "float"), ("decode_tok_s", "float"), ("ttft_ms", "float"), ("init_ms", "float"),
-    ("init_warm_ms", "float"), ("peak_rss_mb", "float"), ("prefill_cv_pct", "float"), ("decode_cv_pct", "float"),
-    ("decode_ci_low", "float"), ("decode_ci_high", "float"), ("stable", "bool"), ("warnings", "str"),
-    ("bandwidth_gb_s", "float"), ("decode_bandwidth_share", "float"), ("prefill_gflop_s", "float"),
-    ("artifact_sha256", "str"), ("artifact_bytes", "int"), ("accuracy", "json"),
+    *((f.name, python_type(f).__name__) for f in metrics.FIELDS),
+    ("accuracy", "json"),
 ]
 _CAST = {"int": int, "float": float, "bool": bool, "str": str, "json": lambda v: v,
          "time": lambda v: pd.Timestamp(v).isoformat()}

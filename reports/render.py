@@ -15,8 +15,11 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from harness import gate, stats
-from harness.store import Store
+from harness.gate import judge as gate
+from harness.gate.config import METRICS, GateConfig
+from harness.gate.verdicts import run_verdicts
+from harness.measure import stats
+from harness.store.store import Store
 from reports import charts
 
 _ENV = jinja2.Environment(
@@ -25,7 +28,7 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 # The figures with a delta against the baseline, in table order.
-COMPARED = [m for m, spec in gate.METRICS.items() if spec.compared]
+COMPARED = [m for m, spec in METRICS.items() if spec.compared]
 SPEED = {"prefill_tok_s": "prefill tok/s", "decode_tok_s": "decode tok/s"}
 
 
@@ -87,7 +90,7 @@ def _cell_view(rec: dict, verdict: gate.CellVerdict, base: dict | None) -> dict:
                      for k, v in gate.accuracy(rec).items()},
         "gate_passed": verdict.passed,
         "gate_failures": [c.detail for c in verdict.failures],
-        "gate_failed": sorted({gate.METRICS[c.metric].label if c.metric in gate.METRICS else c.metric
+        "gate_failed": sorted({METRICS[c.metric].label if c.metric in METRICS else c.metric
                                for c in verdict.failures}),
         "gate_note": verdict.note,
     }
@@ -139,13 +142,13 @@ def _write(out: Path, template: str, **context) -> Path:
 
 
 def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | None = None,
-                      config: gate.GateConfig | None = None) -> Path:
+                      config: GateConfig | None = None) -> Path:
     """The comparison report of one run: tables, charts, deltas against baseline_run, devices, provenance."""
-    config = config or gate.GateConfig()
+    config = config or GateConfig()
     runs = {r["id"]: r for r in _records(store.runs_frame())}
     frame = store.results_frame(run_id)
     base_frame = None if baseline_run is None else store.results_frame(baseline_run)
-    verdicts = gate.evaluate(frame, base_frame, config)
+    verdicts = run_verdicts(store, run_id, baseline_run, config)
     base_by_id = {} if base_frame is None else {int(r["id"]): r for r in base_frame.to_dict("records")}
     cells = []
     for rec, verdict in zip(_records(frame), verdicts, strict=True):
@@ -174,11 +177,11 @@ def _accuracy_view(frame) -> dict:
             "accuracy_rows": list(zip(accuracy_rows(frame), failures, strict=True))}
 
 
-def render_dashboard(store: Store, out: Path, config: gate.GateConfig | None = None) -> Path:
+def render_dashboard(store: Store, out: Path, config: GateConfig | None = None) -> Path:
     """Trends over every run: per model · quant · device one figure, a panel per metric, a line per workload
     with its spread band; a point whose figure is significantly worse than the line's previous point (the
     gate's test) is marked and listed."""
-    config = config or gate.GateConfig()
+    config = config or GateConfig()
     frame = store.results_frame()
     ok = frame[frame["status"] == "ok"].sort_values(["run_id", "id"]).to_dict("records")
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -188,7 +191,7 @@ def render_dashboard(store: Store, out: Path, config: gate.GateConfig | None = N
     for (model, quant, device), lines in sorted(groups.items()):
         panels: dict[str, list[dict]] = {}
         for metric in COMPARED:
-            spec = gate.METRICS[metric]
+            spec = METRICS[metric]
             panel = []
             for name, recs in sorted(lines.items()):
                 recs = [r for r in recs if not gate.missing(r.get(metric))]

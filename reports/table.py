@@ -10,24 +10,14 @@ from collections.abc import Container, Sequence
 
 import pandas as pd
 
-COLUMNS = [
-    # (header, column, format)
-    ("model", "model", "{}"),
-    ("quant", "quant", "{}"),
-    ("device", "device", "{}"),
-    ("p", "prefill_len", "{:.0f}"),
-    ("d", "decode_len", "{:.0f}"),
-    ("thr", "threads", "{:.0f}"),
-    ("prefill tok/s", "prefill_tok_s", "{:.1f}"),
-    ("decode tok/s", "decode_tok_s", "{:.1f}"),
-    ("decode cv%", "decode_cv_pct", "{:.1f}"),
-    ("bw share", "decode_bandwidth_share", "{:.0%}"),
-    ("ttft ms", "ttft_ms", "{:.1f}"),
-    ("init ms", "init_ms", "{:.0f}"),
-    ("peak MB", "peak_rss_mb", "{:.0f}"),
-    ("status", "status", "{}"),
-    ("stable", "stable", "bool"),
-]
+from harness.measure.metrics import FIELD
+
+# The cell-result fields the terminal table shows, in order; header and format come from each field's metadata
+# (harness/measure/metrics.py), with a shorter header where the table is narrow.
+SHOWN = ("model", "quant", "device", "prefill_len", "decode_len", "threads", "prefill_tok_s", "decode_tok_s",
+         "decode_cv_pct", "decode_bandwidth_share", "ttft_ms", "init_ms", "peak_rss_mb", "status", "stable")
+_SHORT = {"ttft_ms": "ttft ms", "init_ms": "init ms", "peak_rss_mb": "peak MB"}
+COLUMNS = [(_SHORT.get(name, FIELD[name].metadata["label"]), name, FIELD[name].metadata["fmt"]) for name in SHOWN]
 NUMERIC = range(3, len(COLUMNS))  # right-aligned; model, quant and device are text
 
 

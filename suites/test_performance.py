@@ -12,13 +12,13 @@ pytestmark = pytest.mark.performance
 
 
 def test_prefill_and_decode(cell, measure, gate, bench_session):
-    result = measure(cell)
-    runner = result["runner"]
-    samples = runner["samples"]
+    measured = measure(cell)
+    runner = measured.measurement.report
+    samples = runner.samples
     assert len(samples) == bench_session.settings.reps
-    assert all(s["prefill_tok_s"] > 0 and s["decode_tok_s"] > 0 and s["ttft_ms"] > 0 for s in samples)
-    assert runner["prefill_len"] == cell.prefill and runner["decode_len"] == cell.decode
-    assert len(runner["tokens"]) == cell.decode
-    assert all(0 <= t < runner["vocab"] for t in runner["tokens"])
-    assert result["peak_rss_mb"] > 0
-    gate(result)
+    assert all(s.prefill_tok_s > 0 and s.decode_tok_s > 0 and s.ttft_ms > 0 for s in samples)
+    assert runner.prefill_len == cell.prefill and runner.decode_len == cell.decode
+    assert len(runner.tokens) == cell.decode
+    assert all(0 <= t < runner.vocab for t in runner.tokens)
+    assert measured.result.peak_rss_mb > 0
+    gate(measured)

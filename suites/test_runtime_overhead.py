@@ -5,28 +5,27 @@ computed the same thing: identical greedy tokens."""
 
 import pytest
 
-from harness.artifacts import Recipe, ensure_artifact
-from harness.measure import bench, bench_inprocess
+from harness.artifacts.cache import Recipe, ensure_artifact
 from models.registry import get_spec
 
 pytestmark = pytest.mark.performance
 
 
 def test_native_runner_vs_inprocess_litert(cell, bench_session, record_property, capsys):
-    device = bench_session.device(cell.device)
-    if device.transport.kind != "host":
+    bench = bench_session.device_bench(cell.device)  # the device's lock and cooldown, as every cell has
+    if bench.device.transport.kind != "host":
         pytest.skip(f"the in-process LiteRT loop needs Python on the device; {cell.device} has none")
     s = bench_session.settings
     spec = get_spec(cell.model, cell.size, s.checkpoint_dir, s.seed)
     artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, cell.kv_len))
     workload = s.workload(cell)
-    native = bench(device, bench_session.runner_for(device), artifact.path, workload, s.runner_timeout)
-    inproc = bench_inprocess(device, artifact.path, workload, s.runner_timeout)
+    native = bench.measure(artifact.path, workload)
+    inproc = bench.measure_inprocess(artifact.path, workload)
 
-    ratio = native["decode_tok_s"] / inproc["decode_tok_s"]
+    ratio = native.median("decode_tok_s") / inproc.median("decode_tok_s")
     record_property("decode_ratio_native_over_inprocess", ratio)
     with capsys.disabled():
-        print(f"\n{cell.id}: decode tok/s native {native['decode_tok_s']:.1f} vs in-process "
-              f"{inproc['decode_tok_s']:.1f} → ratio {ratio:.3f}; prefill ratio "
-              f"{native['prefill_tok_s'] / inproc['prefill_tok_s']:.3f}")
-    assert native["runner"]["tokens"] == inproc["runner"]["tokens"]
+        print(f"\n{cell.id}: decode tok/s native {native.median('decode_tok_s'):.1f} vs in-process "
+              f"{inproc.median('decode_tok_s'):.1f} → ratio {ratio:.3f}; prefill ratio "
+              f"{native.median('prefill_tok_s') / inproc.median('prefill_tok_s'):.3f}")
+    assert native.report.tokens == inproc.report.tokens

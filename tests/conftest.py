@@ -72,7 +72,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_artifact():
     """tiny_artifact(quant, prefill=32, decode=16) → Artifact, converted once per session and cached."""
-    from harness.artifacts import Recipe, ensure_artifact, kv_len_for
+    from harness.artifacts.cache import Recipe, ensure_artifact, kv_len_for
     from models.registry import get_spec
 
     def make(quant: str = "dynamic_int8", prefill: int = 32, decode: int = 16):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import random
 
-from harness import stats
-from harness.measure import SAMPLED
-from harness.store import Store
+from harness.measure import stats
+from harness.measure.metrics import SAMPLED, CellResult
+from harness.store.store import Store
 
 HOSTILE = '<script>alert("x")</script> | *bold* [link](javascript:alert(1)) $\\frac{a}{b}$ & </svg> -->'
 
@@ -46,6 +46,6 @@ def add_run(store: Store, label: str | None = None, cells=CELLS, scale: float = 
                                "sha256": {"model": "ab" * 32, "runner": "cd" * 32, "runtime_lib": "ef" * 32}}}
         if accuracy is not None:
             data["accuracy"] = accuracy
-        store.add_result(run, row, data)
+        store.add_result(run, CellResult(**row), data)
     store.finish_run(run)
     return run

@@ -1,5 +1,5 @@
-"""Accuracy checks (harness/accuracy.py, models/hf_reference.py): every family against its transformers
-reference and its own .tflite, user checkpoints through the remap, and the errors a bad checkpoint gets.
+"""Accuracy checks (harness/accuracy/, models/hf_reference.py, models/checkpoint.py): every family against its
+transformers reference and its own .tflite, user checkpoints through the remap, and the errors a bad checkpoint gets.
 
 As litgpt's test_against_hf_*: one parametrized test per check over every registered family's tiny config.
 """
@@ -13,41 +13,41 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness import accuracy
-from models import hf_reference
+from harness.accuracy import conversion, reauthoring
+from models import checkpoint, hf_reference
 from models.registry import FAMILIES, get_spec
-from models.spec import build_model
+from models.weights import build_model
 from tests.conftest import run_cli
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_against_hf_reauthoring(family):
-    result = accuracy.check_reauthoring(get_spec(family, "tiny"))
+    result = reauthoring.check_reauthoring(get_spec(family, "tiny"))
     assert result["passed"], result["failures"]
     assert result["prefill_max_diff"] <= FAMILIES[family].atol and result["decode_max_diff"] <= FAMILIES[family].atol
-    assert result["greedy_identical"] and len(result["tokens"]) == accuracy.GENERATE
-    assert result["decode_steps_compared"] == accuracy.GENERATE
+    assert result["greedy_identical"] and len(result["tokens"]) == reauthoring.GENERATE
+    assert result["decode_steps_compared"] == reauthoring.GENERATE
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_against_tflite_conversion(family):
-    result = accuracy.check_conversion(get_spec(family, "tiny"))
+    result = conversion.check_conversion(get_spec(family, "tiny"))
     assert result["passed"], result["failures"]
     assert result["signatures"] == ["decode", "prefill"]
-    assert abs(result["size_ratio"] - 1) <= accuracy.SIZE_TOLERANCE
-    assert result["greedy_identical"] and len(result["tokens"]) == accuracy.CONVERSION_DECODE
+    assert abs(result["size_ratio"] - 1) <= conversion.SIZE_TOLERANCE
+    assert result["greedy_identical"] and len(result["tokens"]) == conversion.CONVERSION_DECODE
     # Every tiny family sits well under 1e-4, so the bound is the issue's 1e-4; a zero floor would mean the
     # perturbation did nothing.
-    assert 0 < result["fp32_noise_floor"] < accuracy.CONVERSION_ATOL / accuracy.NOISE_FACTOR
-    assert result["atol"] == accuracy.CONVERSION_ATOL
+    assert 0 < result["fp32_noise_floor"] < conversion.CONVERSION_ATOL / conversion.NOISE_FACTOR
+    assert result["atol"] == conversion.CONVERSION_ATOL
 
 
 def test_conversion_check_catches_a_different_model(monkeypatch):
     """The .tflite of another seed against this seed's PyTorch model: the check must fail on the logits."""
-    real = accuracy.ensure_artifact
-    monkeypatch.setattr(accuracy, "ensure_artifact",
+    real = conversion.ensure_artifact
+    monkeypatch.setattr(conversion, "ensure_artifact",
                         lambda spec, recipe: real(dataclasses.replace(spec, seed=7), recipe))
-    result = accuracy.check_conversion(get_spec("tinyllama", "tiny"))
+    result = conversion.check_conversion(get_spec("tinyllama", "tiny"))
     assert not result["passed"] and result["decode_max_diff"] > result["atol"]
     assert "noise floor" in result["failures"][0]
 
@@ -58,20 +58,20 @@ def test_reauthoring_check_catches_a_wrong_remap():
     names = family.tensor_names
     swapped = dataclasses.replace(names, pre_attn_norm=names.post_attn_norm, post_attn_norm=names.pre_attn_norm)
     spec = dataclasses.replace(get_spec("tinyllama", "tiny"), family=dataclasses.replace(family, tensor_names=swapped))
-    result = accuracy.check_reauthoring(spec)
+    result = reauthoring.check_reauthoring(spec)
     assert not result["passed"] and result["prefill_max_diff"] > family.atol
 
 
 def test_signature_mismatches_are_named():
     config = get_spec("tinyllama", "tiny").config()
-    expected = accuracy.expected_signatures(config, 32, 128)
+    expected = conversion.expected_signatures(config, 32, 128)
     actual = json.loads(json.dumps(expected))  # a deep copy, with lists where tuples were
     actual = {sig: {side: {k: (tuple(v[0]), v[1]) for k, v in d.items()} for side, d in s.items()}
               for sig, s in actual.items()}
-    assert accuracy.signature_mismatches(expected, actual) == []
+    assert conversion.signature_mismatches(expected, actual) == []
     actual["decode"]["outputs"]["logits"] = ((1, 1, 99), "float32")
     del actual["prefill"]["inputs"]["input_pos"]
-    problems = accuracy.signature_mismatches(expected, actual)
+    problems = conversion.signature_mismatches(expected, actual)
     assert "prefill input 'input_pos' missing" in problems
     assert "decode output 'logits' is (1, 1, 99) float32, expected (1, 1, 2048) float32" in problems
 
@@ -127,9 +127,9 @@ def test_full_size_checkpoint_for_a_tiny_spec_says_which_dims_differ(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_size": 2048}))
     spec = get_spec("qwen3", "tiny", checkpoint_dir=tmp_path)
-    with pytest.raises(hf_reference.CheckpointError,
+    with pytest.raises(checkpoint.CheckpointError,
                        match=r"config.json differs: model_type=llama \(ours qwen3\), hidden_size=2048 \(ours 256\)"):
-        hf_reference.check_checkpoint(spec)
+        checkpoint.check_checkpoint(spec)
 
 
 def test_verify_unknown_family_lists_the_known_ones():

@@ -3,7 +3,7 @@ figure stored with the run whether it passes or not, the report's accuracy table
 
 import json
 
-from harness.store import Store
+from harness.store.store import Store
 from tests.test_suites_e2e import run_suites
 
 ACCURACY = ["-m", "accuracy", "--models", "tinyllama,smollm2-135m", "--quant", "dynamic_int8"]

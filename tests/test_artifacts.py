@@ -5,9 +5,9 @@ import time
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from harness.artifacts import QUANTS, Recipe, cache_key, ensure_artifact
+from harness.artifacts.cache import QUANTS, Recipe, cache_key, ensure_artifact
 from models.registry import get_spec
-from models.spec import build_model
+from models.weights import build_model
 
 pytestmark = pytest.mark.conversion
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from device_runners.build import RunnerBuild, build_runner
-from device_runners.inprocess import kv_cache_length
-from harness import bundle
-from harness import tokenizer as tok
-from harness.artifacts import Artifact, Recipe, cache_key, ensure_artifact, kv_len_for
+from device_runners.runners import litert_lm
+from device_runners.runners.inprocess import kv_cache_length
+from device_runners.runners.native import RunnerBuild, build_runner
+from harness.artifacts import bundle
+from harness.artifacts import tokenizer as tok
+from harness.artifacts.cache import Artifact, Recipe, cache_key, ensure_artifact, kv_len_for
 from models.registry import get_spec
 from tests.conftest import need_service
 
@@ -181,27 +182,27 @@ def test_engine_greedy_tokens_equal_the_runners(litertlm, transposed_artifact, t
     sp = tok.load(tokenizer_model)
     # With its start token, the prompt fills the prefill signature exactly: the runner's prompt length.
     prompt = tok.text_with_tokens(tokenizer_model, PREFILL - 1)
-    run = bundle.engine_generate(litertlm, prompt, DECODE)
+    run = litert_lm.engine_generate(litertlm, prompt, DECODE)
     assert run.prompt_tokens == sp.encode(prompt) and run.start_token == sp.bos_id()
     assert run.stop_tokens == [[sp.eos_id()]]
 
     ours = runner_tokens(runner, transposed_artifact.path, [run.start_token, *run.prompt_tokens])
     assert ours["kv_len"] == KV_LEN  # the runner reads the transposed cache's length too
-    candidates = bundle.step_candidates(run.chunks, tokenizer_model)
+    candidates = litert_lm.step_candidates(run.chunks, tokenizer_model)
     assert all(len(c) == 1 for c in candidates[1:])  # only the first step's word-start marker is not printed
-    assert bundle.agrees(ours["tokens"], candidates, run.stop_tokens), (ours["tokens"], run.chunks)
+    assert litert_lm.agrees(ours["tokens"], candidates, run.stop_tokens), (ours["tokens"], run.chunks)
 
     # The comparison tells prompts apart: the runner's tokens for another prompt do not pass for the engine's.
     other = runner_tokens(runner, transposed_artifact.path, [run.start_token, *run.prompt_tokens[1:], 5])
     assert other["tokens"] != ours["tokens"]
-    assert not bundle.agrees(other["tokens"], candidates, run.stop_tokens)
+    assert not litert_lm.agrees(other["tokens"], candidates, run.stop_tokens)
 
 
 def test_task_runs_in_the_engine_like_the_litertlm(task, litertlm, tokenizer_model):
     prompt = tok.text_with_tokens(tokenizer_model, PREFILL - 1)
-    from_task = bundle.engine_generate(task, prompt, DECODE)
+    from_task = litert_lm.engine_generate(task, prompt, DECODE)
     assert len(from_task.chunks) == DECODE
-    assert from_task.chunks == bundle.engine_generate(litertlm, prompt, DECODE).chunks
+    assert from_task.chunks == litert_lm.engine_generate(litertlm, prompt, DECODE).chunks
 
 
 def test_engine_refuses_the_default_kv_layout(tiny_artifact, tokenizer_model, tmp_path):
@@ -211,8 +212,8 @@ def test_engine_refuses_the_default_kv_layout(tiny_artifact, tokenizer_model, tm
     default = bundle.build_litertlm(tiny_artifact("dynamic_int8", prefill=PREFILL, decode=DECODE), tokenizer_model,
                                     tmp_path / "default.litertlm")
     prompt = tok.text_with_tokens(tokenizer_model, PREFILL - 1)
-    with pytest.raises(bundle.EngineError) as failure:
-        bundle.engine_generate(default, prompt, DECODE)
+    with pytest.raises(litert_lm.EngineError) as failure:
+        litert_lm.engine_generate(default, prompt, DECODE)
     assert f"Passed in max_num_tokens ({KV_LEN}) is larger than what the static model supports ({KV_HEADS})" \
         in failure.value.reason
     assert (f"Input token ids are too long. Exceeding the maximum number of tokens allowed: {PREFILL} >= {KV_HEADS}"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from device_runners.adb import AdbAddress, AdbDeviceError, AdbTransport, DeviceLost, StorageFull
-from device_runners.build import RunnerBuild
 from device_runners.device import PROFILES, Device, open_device
-from device_runners.transport import sha256_file
-from harness.measure import check_abi
+from device_runners.runners.native import RunnerBuild
+from device_runners.transports.adb import AdbAddress, AdbDeviceError, AdbTransport, DeviceLost, StorageFull
+from harness.common.files import sha256_file
+from harness.measure.bench import check_abi
 from tests.conftest import run_cli
 
 

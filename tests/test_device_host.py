@@ -7,8 +7,8 @@ import time
 import pytest
 
 from device_runners.device import open_device
-from device_runners.host import HostTransport
-from device_runners.transport import DeviceFacts, cpu_mask
+from device_runners.transports.base import DeviceFacts, cpu_mask
+from device_runners.transports.host import HostTransport
 
 
 def _facts(freqs: dict[int, int]) -> DeviceFacts:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from device_runners.build import build_runner
 from device_runners.device import PROFILES, Device, profile_for_model
-from device_runners.transport import DeviceFacts, RunResult, Transport
-from harness.device_lock import device_lock
+from device_runners.runners.native import build_runner
+from device_runners.transports.base import DeviceFacts, RunResult, Transport
+from harness.measure.device_lock import device_lock
 
 
 class FactsOnly(Transport):

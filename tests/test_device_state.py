@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from device_runners.device import Device, Profile
-from device_runners.device_state import DeviceState, changes, parse_state
-from device_runners.host import HostTransport
-from harness.measure import cooldown
+from device_runners.transports.host import HostTransport
+from device_runners.transports.state import DeviceState, changes, parse_state
+from harness.measure.bench import cooldown
 
 CPU = "/sys/devices/system/cpu/cpu{}/cpufreq/{}"
 ZONE = "/sys/class/thermal/thermal_zone{}/{}"

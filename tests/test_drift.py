@@ -1,5 +1,5 @@
-"""Quantization drift (harness/drift.py): figures on tiny TinyLlama, the thresholds file, the judge, and the
-accuracy table of the results store."""
+"""Quantization drift (harness/accuracy/drift.py, thresholds.py): figures on tiny TinyLlama, the thresholds file,
+the judge, and the accuracy table of the results store."""
 
 import json
 import math
@@ -10,21 +10,17 @@ import sqlalchemy as sa
 from scipy.special import softmax
 from scipy.stats import entropy
 
-from harness.artifacts import QUANTS
-from harness.drift import (
+from harness.accuracy.drift import check_drift, compare_logits, make_prompts, measure_drift, run_prompts
+from harness.accuracy.thresholds import (
     BOUNDS,
     DEFAULT_FILE,
     ThresholdsError,
-    check_drift,
-    compare_logits,
     judge,
     load_thresholds,
-    make_prompts,
-    measure_drift,
     recipe_thresholds,
-    run_prompts,
 )
-from harness.store import Store
+from harness.artifacts.cache import QUANTS
+from harness.store.store import Store
 from models.registry import get_spec
 
 pytestmark = pytest.mark.accuracy
@@ -228,7 +224,7 @@ def test_older_accuracy_table_gets_its_missing_columns(tmp_path):
 
 
 def test_model_override_replaces_some_bounds_of_one_model(tmp_path):
-    from harness.drift import DEFAULT_FILE, recipe_thresholds
+    from harness.accuracy.thresholds import DEFAULT_FILE, recipe_thresholds
 
     base = recipe_thresholds("dynamic_int8")
     gemma3 = recipe_thresholds("dynamic_int8", model="gemma3-tiny")

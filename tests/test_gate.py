@@ -9,10 +9,14 @@ import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 
-from harness import stats
-from harness.gate import GateConfigError, config_from, evaluate, load_config
-from harness.store import Store
+from harness.gate.config import GateConfigError, config_from, load_config
+from harness.gate.verdicts import run_verdicts
+from harness.measure import stats
+from harness.measure.metrics import CellResult
+from harness.store.schema import verdicts
+from harness.store.store import Store
 from tests.conftest import REPO, run_cli
 from tests.fake_results import CELLS, add_run
 
@@ -31,11 +35,24 @@ def test_compare_needs_both_a_significant_test_and_a_large_enough_effect():
     # 2 % apart with 40 samples a side: the test alone would fire, the effect size (5 %) does not.
     tiny_shift = stats.compare(_noise(100, 40, 4, 0.5), _noise(98, 40, 5, 0.5), higher_is_better=True)
     assert tiny_shift.p_value < 0.001 and tiny_shift.verdict == "unchanged"
-    # 30 % apart but on two samples a side: too few to be significant, however large.
-    assert stats.compare([100, 101], [70, 71], higher_is_better=True).verdict == "unchanged"
+    # 30 % apart on two samples a side: no test can reach p < 0.05 there (issue 12: the gate used to call this
+    # "unchanged"); separated ranges decide, and overlapping ones are inconclusive, never unchanged.
+    two = stats.compare([100, 101], [70, 71], higher_is_better=True)
+    assert two.verdict == "regression" and two.fails and "needs >= 4 per run" in two.note
+    overlap = stats.compare([100, 101, 60], [70, 71, 102], higher_is_better=True)
+    assert overlap.verdict == "inconclusive" and overlap.fails and "smallest p 0.1" in overlap.note
     # Identical samples: nothing differs (U's variance is zero).
     same = stats.compare([5.0] * 5, [5.0] * 5, higher_is_better=True)
     assert same.p_value == 1.0 and same.verdict == "unchanged"
+
+
+def test_three_reps_see_a_2x_slowdown_and_pass_honest_reruns():
+    """Issue 12: with --reps 3 an exact test never goes below p = 0.1, so a halved speed passed as unchanged."""
+    halved = stats.compare([100, 101, 102], [50, 51, 50.5], higher_is_better=True)
+    assert halved.verdict == "regression" and halved.fails and halved.p_value >= 0.05
+    assert stats.compare([100, 101, 102], [10, 11, 12], True).verdict == "regression"  # the issue's 89 %
+    honest = [stats.compare(_noise(100, 3, s, 2), _noise(100, 3, s + 1000, 2), True) for s in range(200)]
+    assert sum(c.fails for c in honest) <= 2
 
 
 def test_honest_reruns_never_fire_and_a_real_shift_always_does():
@@ -91,7 +108,7 @@ def test_repository_thresholds_file_loads():
 def test_limits_fail_a_cell_with_its_figures(tmp_path):
     store = Store(str(tmp_path / "r.db"))
     run = add_run(store, cells=[("tinyllama-tiny", "none", "host", 180_000.0, 800.0, 600.0)])
-    verdict, = evaluate(store.results_frame(run), None, config_from(None))
+    verdict, = run_verdicts(store, run, None, config_from(None))
     assert not verdict.passed
     message = verdict.message()
     assert re.search(r"decode tok/s [\d.]+ tok/s < min 1,000 tok/s", message)
@@ -102,7 +119,7 @@ def test_baseline_regression_fails_and_names_metric_delta_and_p_value(tmp_path):
     store = Store(str(tmp_path / "r.db"))
     base = add_run(store, "base", seed=1)
     slower = add_run(store, "slow", scale=0.7, seed=2)
-    verdicts = evaluate(store.results_frame(slower), store.results_frame(base), config_from(None))
+    verdicts = run_verdicts(store, slower, base, config_from(None))
     assert [v.passed for v in verdicts] == [False, False]
     message = verdicts[0].message()
     assert "decode tok/s" in message and "vs baseline" in message and "-30." in message and "p=0.0079" in message
@@ -113,7 +130,7 @@ def test_baseline_pairs_cells_by_workload_and_says_when_threads_differ(tmp_path)
     store = Store(str(tmp_path / "r.db"))
     base = add_run(store, seed=1)
     run = add_run(store, seed=2, threads=1, cells=[*CELLS, ("tinyllama-tiny", "fp16", "host", 1e5, 1e4, 70.0)])
-    verdicts = evaluate(store.results_frame(run), store.results_frame(base), config_from(None))
+    verdicts = run_verdicts(store, run, base, config_from(None))
     assert [v.baseline_id is not None for v in verdicts] == [True, True, False]
     assert verdicts[0].note == "baseline ran with 2 threads, this run with 1"
     assert verdicts[2].note == "no baseline cell of this workload" and verdicts[2].passed
@@ -122,9 +139,9 @@ def test_baseline_pairs_cells_by_workload_and_says_when_threads_differ(tmp_path)
 def test_failed_cell_fails_the_gate(tmp_path):
     store = Store(str(tmp_path / "r.db"))
     run = store.start_run()
-    store.add_result(run, {"model": "m", "quant": "none", "device": "host", "status": "failed",
-                           "error": "RunnerError: runner exited with code -11\nstderr tail: ..."})
-    verdict, = evaluate(store.results_frame(run), None, config_from(None))
+    store.add_result(run, CellResult(model="m", quant="none", device="host", status="failed",
+                                     error="RunnerError: runner exited with code -11\nstderr tail: ..."))
+    verdict, = run_verdicts(store, run, None, config_from(None))
     assert not verdict.passed and "cell failed: RunnerError: runner exited with code -11" in verdict.message()
 
 
@@ -134,8 +151,8 @@ def test_accuracy_drift_beyond_the_limit_fails(tmp_path):
     close = add_run(store, seed=1, accuracy={"top1_agreement": 0.985})
     far = add_run(store, seed=1, accuracy={"top1_agreement": 0.90})
     config = config_from(None)  # max_accuracy_drift = 0.02
-    assert all(v.passed for v in evaluate(store.results_frame(close), store.results_frame(base), config))
-    verdict = evaluate(store.results_frame(far), store.results_frame(base), config)[0]
+    assert all(v.passed for v in run_verdicts(store, close, base, config))
+    verdict = run_verdicts(store, far, base, config)[0]
     assert "accuracy top1_agreement 0.9 vs baseline 0.99 (drift 0.09 > 0.02)" in verdict.message()
 
 
@@ -166,3 +183,25 @@ def test_gate_command_exit_codes_summary_and_baseline_update(results_url, tmp_pa
     out = gate("--baseline", "no-such-baseline")
     assert out.returncode == 2 and "baselines: release; labels: nightly" in out.stderr
     assert run_cli("gate", "--results-db", results_url, "--run", str(slow)).returncode == 0  # limits only: fine
+
+
+def test_a_verdict_is_computed_once_and_read_back(tmp_path):
+    """The first question judges and stores; asking again reads the stored verdict (a tampered row shows it is
+    read, not recomputed); another baseline is another question, judged and stored in its turn."""
+    store = Store(str(tmp_path / "r.db"))
+    base = add_run(store, "base", seed=1)
+    slower = add_run(store, "slow", scale=0.7, seed=2)
+    config = config_from(None)
+    first = run_verdicts(store, slower, base, config)
+    stored = store.verdicts_frame(slower, base, config.digest)
+    assert len(stored) == len(CELLS) and not stored["passed"].any()
+    with store.engine.begin() as conn:  # mark the first cell's stored verdict passed, checks and all
+        conn.execute(sa.update(verdicts).where(verdicts.c.id == int(stored["id"].iloc[0]))
+                     .values(passed=True, checks="[]"))
+    again = run_verdicts(store, slower, base, config)
+    assert again[0].passed and again[0].checks == () and not again[1].passed
+    assert [v.message() for v in again[1:]] == [v.message() for v in first[1:]]
+    assert len(store.verdicts_frame(slower, base, config.digest)) == len(CELLS)  # nothing judged twice
+    alone = run_verdicts(store, slower, None, config)  # limits alone: a new question
+    assert len(store.verdicts_frame(slower, None, config.digest)) == len(CELLS)
+    assert all(v.baseline_id is None for v in alone)

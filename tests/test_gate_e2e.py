@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.store import Store
+from harness.store.store import Store
 from tests.conftest import SERVICES_PROVIDED, run_cli
 from tests.test_suites_e2e import run_suites
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from models.registry import FAMILIES, get_spec
-from models.spec import build_model
+from models.weights import build_model
 
 
 def test_unknown_model_lists_known_ones():

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from harness.gate import config_from
-from harness.store import Store
+from harness.gate.config import config_from
+from harness.store.store import Store
 from reports.printers import FIELDS, export
 from reports.render import render_dashboard, render_run_report
 from reports.table import COLUMNS

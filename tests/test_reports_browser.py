@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import Store
+from harness.store.store import Store
 from reports.render import render_dashboard, render_run_report
 from tests.fake_results import CELLS, HOSTILE, add_run
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from device_runners import build
-from device_runners.build import RunnerBuild, build_runner
+from device_runners.runners import native as build
+from device_runners.runners.native import RunnerBuild, build_runner
+from harness.common.options import default
 
 REPO = Path(__file__).resolve().parent.parent
-# The harness's tiny TinyLlama (models/tinyllama.py), converted with prefill 32 and a 128-long KV cache.
+# The harness's tiny TinyLlama (models/families/tinyllama.py), converted with prefill 32 and a 128-long KV cache.
 PREFILL, KV_LEN, VOCAB, LAYERS = 32, 128, 2048, 2
 KV_HEADS, HEAD_DIM = 1, 32
 KV_CACHE_BYTES = 2 * LAYERS * KV_LEN * KV_HEADS * HEAD_DIM * 4  # k and v, float32
@@ -52,7 +53,7 @@ def run_json(runner: RunnerBuild, *args: object, launcher: tuple[str, ...] = ())
 
 
 def inprocess_json(model: Path, *args: object) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "device_runners.inprocess", "--model", str(model),
+    proc = subprocess.run([sys.executable, "-m", "device_runners.runners.inprocess", "--model", str(model),
                            *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -72,9 +73,10 @@ def test_json_has_every_field_with_sane_values(runner, tiny_models, api):
     assert (out["depth"], out["kv_cache_bytes"]) == (0, KV_CACHE_BYTES)
     assert 0 < out["weight_bytes"] <= out["model_bytes"]
     assert out["init_ms"] > 0 and out["init_warm_ms"] > 0
-    bandwidth = out["bandwidth"]  # the default probe: 256 MiB on --threads threads, 5 passes
+    bandwidth = out["bandwidth"]  # the default probe (the harness's, 1024 MiB) on --threads threads, 5 passes
     assert set(bandwidth) == BANDWIDTH_FIELDS
-    assert (bandwidth["probe_bytes"], bandwidth["threads"], len(bandwidth["passes"])) == (256 << 20, 2, 5)
+    assert (bandwidth["probe_bytes"], bandwidth["threads"], len(bandwidth["passes"])) == (
+        default("bandwidth_probe_mb") << 20, 2, 5)
     assert bandwidth["read_gb_s"] == max(bandwidth["passes"]) and bandwidth["read_gb_s"] > 0.5
     assert bandwidth["median_gb_s"] == sorted(bandwidth["passes"])[2]
     assert len(out["samples"]) == 3
@@ -130,7 +132,7 @@ def test_depth_moves_the_decode_start_alike_in_every_runner(runner, tiny_models,
 
 def test_weight_bytes_include_block_wise_scales(runner, tiny_artifact):
     # int4 block-wise weights keep their scales in tensors that are no op's input; each decode step reads them.
-    from device_runners.inprocess import weight_bytes
+    from device_runners.runners.inprocess import weight_bytes
 
     model = tiny_artifact("dynamic_int4_block32", prefill=PREFILL, decode=KV_LEN - PREFILL).path
     workload = ("--threads", 2, "--decode", 4, "--warmup", 0, "--reps", 1, "--bandwidth-probe-mb", 0)
@@ -172,7 +174,7 @@ def test_inprocess_accepts_the_runner_flags(tiny_models):
     warm = inprocess_json(model, *workload)
     assert warm["bandwidth"] is None and warm["init_warm_ms"] > 0 and warm["kv_cache_bytes"] == KV_CACHE_BYTES
     assert inprocess_json(model, "--no-warm-init", *workload)["init_warm_ms"] is None
-    proc = subprocess.run([sys.executable, "-m", "device_runners.inprocess", "--model", str(model),
+    proc = subprocess.run([sys.executable, "-m", "device_runners.runners.inprocess", "--model", str(model),
                            "--depth", str(KV_LEN - 15), "--decode", "16"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2 and f"exceeds the KV cache length {KV_LEN}" in proc.stderr
@@ -228,7 +230,8 @@ def test_bad_flags_exit_2_with_usage(runner, args):
     proc = run(runner, *args)
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr.startswith("error: ")
+    # What was wrong is the last line (after the usage text), where a terminal and the harness's tail show it.
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     for flag in ("--model", "--prefill", "--decode", "--threads", "--warmup", "--reps", "--api",
                  "--prompt-tokens", "--depth", "--bandwidth-probe-mb", "--no-warm-init"):
         assert flag in proc.stderr

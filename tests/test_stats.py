@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness import stats
+from harness.measure import stats
 
 
 def test_known_normal_sample_moments():

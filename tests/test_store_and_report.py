@@ -6,16 +6,17 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from harness.store import Store, url_for
+from harness.measure.metrics import CellResult
+from harness.store.store import Store, url_for
 from reports.render import render_run_report
 from reports.table import format_table
 
 
-def _ok_row(**extra):
-    return {"model": "tinyllama-tiny", "quant": "dynamic_int8", "device": "host", "prefill_len": 32,
+def _ok_row(**extra) -> CellResult:
+    return CellResult.from_row({"model": "tinyllama-tiny", "quant": "dynamic_int8", "device": "host", "prefill_len": 32,
             "decode_len": 16, "threads": 2, "status": "ok", "prefill_tok_s": 900.5, "decode_tok_s": 123.4,
             "ttft_ms": 40.0, "init_ms": 12.0, "peak_rss_mb": 55.0, "decode_cv_pct": 1.2,
-            "decode_ci_low": 120.0, "decode_ci_high": 125.0} | extra
+            "decode_ci_low": 120.0, "decode_ci_high": 125.0} | extra)
 
 
 def test_each_cell_is_committed_when_added(results_url):
@@ -30,7 +31,8 @@ def test_each_cell_is_committed_when_added(results_url):
 def test_unknown_column_is_refused(results_url):
     store = Store(results_url)
     with pytest.raises(ValueError, match="unknown result columns"):
-        store.add_result(store.start_run(), {"model": "m", "quant": "q", "device": "d", "status": "ok", "tok": 1})
+        store.add_result(store.start_run(), CellResult.from_row({"model": "m", "quant": "q", "device": "d",
+                                                                 "status": "ok", "tok": 1}))
 
 
 def test_types_round_trip(results_url):

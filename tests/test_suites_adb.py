@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.store import Store
+from harness.store.store import Store
 from tests.conftest import REPO
 
 SMALL = ["--models", "tinyllama", "--quant", "dynamic_int8", "--prefill", "32", "--decode", "16", "--reps", "2",
@@ -57,7 +57,7 @@ def test_suite_runs_on_the_device_through_adb(fake_adb_device, tmp_path):
 
 
 def test_device_that_disappears_fails_its_cells_and_the_others_finish(fake_adb_device, tmp_path):
-    from device_runners.build import build_runner
+    from device_runners.runners.native import build_runner
 
     vanishing, steady = fake_adb_device("vanishing"), fake_adb_device("steady")
     marker = f"stuck-{time.monotonic_ns()}"

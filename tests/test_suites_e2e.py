@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import Store
+from harness.store.store import Store
 from tests.conftest import REPO
 
 SMALL = ["--models", "tinyllama", "--quant", "none,dynamic_int8", "--prefill", "32", "--decode", "16",
@@ -27,7 +27,7 @@ def run_suites(tmp_path: Path, *extra: str, timeout: float = 900) -> subprocess.
 
 def _wrapper(tmp_path: Path, body: str) -> Path:
     """A runner that misbehaves for the dynamic_int8 cell and is the real runner for the others."""
-    from device_runners.build import build_runner
+    from device_runners.runners.native import build_runner
 
     real = build_runner("host").binary
     script = tmp_path / "llm_runner"

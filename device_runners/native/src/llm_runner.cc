@@ -10,22 +10,23 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cmath>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "bandwidth_probe.h"
 #include "engine.h"
-#include "json_writer.h"
 #include "litert_c_api.h"
+#include "report.h"
 
 namespace llm_runner {
 namespace {
@@ -41,7 +42,7 @@ constexpr char kUsage[] =
     "  --model PATH          .tflite with 'prefill' and 'decode' signatures\n"
     "  --prefill N           prompt length; must equal the prefill signature's\n"
     "                        length (default: that length)\n"
-    "  --decode N            tokens generated per repetition (default 32)\n"
+    "  --decode N            tokens generated per repetition (default 128)\n"
     "  --threads N           CPU threads (default 4)\n"
     "  --warmup N            repetitions run first and discarded (default 1)\n"
     "  --reps N              measured repetitions (default 5)\n"
@@ -53,28 +54,31 @@ constexpr char kUsage[] =
     "                        decode starts at position max(P, N) (default 0)\n"
     "  --bandwidth-probe-mb N  measure streaming-read memory bandwidth over N MiB\n"
     "                        on --threads threads before loading the model\n"
-    "                        (default 256; 0: no probe)\n"
+    "                        (default 1024; 0: no probe)\n"
     "  --no-warm-init        load the model once; by default it is loaded, torn\n"
     "                        down and loaded again (init_warm_ms), and the\n"
     "                        second instance is benchmarked\n"
     "  --help                print this help\n";
 
+// The defaults are the harness's (its Workload), so that a bare run measures
+// what the harness would.
 struct Args {
   std::string model;
   int prefill = 0;  // 0: the model's prefill length
-  int decode = 32;
+  int decode = 128;
   int threads = 4;
   int warmup = 1;
   int reps = 5;
   std::string api = "compiled_model";
   std::vector<int32_t> prompt_tokens;
   int depth = 0;
-  int bandwidth_probe_mb = 256;
+  int bandwidth_probe_mb = 1024;
   bool warm_init = true;
 };
 
+// main() prints the usage text before the message (see there).
 [[noreturn]] void FailUsage(const std::string& message) {
-  throw RunnerError(kExitUsage, message + "\n" + kUsage);
+  throw RunnerError(kExitUsage, message);
 }
 
 int ParseInt(const std::string& flag, const std::string& text, int min) {
@@ -199,7 +203,10 @@ int DecodeStart(int prefill_len, int depth) {
   return std::max(prefill_len, depth);
 }
 
-// Checks that the workload fits the model; returns the prompt.
+// Checks the prompt flags against the model, then that the workload fits
+// the KV cache; returns the prompt. The flags' own values go first, so a bad
+// --prompt-tokens is reported as such and not as a (default) --decode that
+// does not fit.
 std::vector<int32_t> PromptTokens(const Args& args, const ModelInfo& info) {
   const int p = info.prefill_len;
   if (args.prefill != 0 && args.prefill != p) {
@@ -207,29 +214,27 @@ std::vector<int32_t> PromptTokens(const Args& args, const ModelInfo& info) {
               " does not match the model's prefill length " +
               std::to_string(p));
   }
+  std::vector<int32_t> tokens = args.prompt_tokens;
+  if (tokens.empty()) {
+    tokens.resize(p);
+    for (int i = 0; i < p; ++i) tokens[i] = DefaultToken(i, info.vocab);
+  } else if (static_cast<int>(tokens.size()) != p) {
+    FailUsage("--prompt-tokens has " + std::to_string(tokens.size()) +
+              " tokens; the model's prefill length is " + std::to_string(p));
+  }
+  for (int32_t token : tokens) {
+    if (token >= info.vocab) {
+      FailUsage("prompt token " + std::to_string(token) +
+                " is outside the vocabulary of " + std::to_string(info.vocab));
+    }
+  }
   if (DecodeStart(p, args.depth) + args.decode > info.kv_len) {
     FailUsage((args.depth > p ? "depth " + std::to_string(args.depth)
                               : "prefill " + std::to_string(p)) +
               " + decode " + std::to_string(args.decode) +
               " exceeds the KV cache length " + std::to_string(info.kv_len));
   }
-  if (args.prompt_tokens.empty()) {
-    std::vector<int32_t> tokens(p);
-    for (int i = 0; i < p; ++i) tokens[i] = DefaultToken(i, info.vocab);
-    return tokens;
-  }
-  if (static_cast<int>(args.prompt_tokens.size()) != p) {
-    FailUsage("--prompt-tokens has " +
-              std::to_string(args.prompt_tokens.size()) +
-              " tokens; the model's prefill length is " + std::to_string(p));
-  }
-  for (int32_t token : args.prompt_tokens) {
-    if (token >= info.vocab) {
-      FailUsage("prompt token " + std::to_string(token) +
-                " is outside the vocabulary of " + std::to_string(info.vocab));
-    }
-  }
-  return args.prompt_tokens;
+  return tokens;
 }
 
 // First index of the maximum, like numpy.argmax.
@@ -242,12 +247,6 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point start, Clock::time_point end) {
   return std::chrono::duration<double>(end - start).count();
 }
-
-struct Sample {
-  double prefill_s = 0;
-  double decode_s = 0;
-  double first_step_s = 0;
-};
 
 // Untimed: fills KV positions P..depth-1 after the prompt with prefill
 // chunks at P, 2P, ...; the last chunk starts at depth-P, so it ends at
@@ -299,14 +298,14 @@ Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt, int depth,
   return sample;
 }
 
-// Peak resident set in KiB from /proc/self/status, or -1 where unreadable.
-long ReadVmHwmKb() {
+// Peak resident set in KiB from /proc/self/status; none where unreadable.
+std::optional<int64_t> ReadVmHwmKb() {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
     if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
   }
-  return -1;
+  return std::nullopt;
 }
 
 // Model load + compile + buffer setup; returns the engine and its seconds.
@@ -320,109 +319,78 @@ std::unique_ptr<Engine> InitEngine(const Args& args, double* seconds) {
   return engine;
 }
 
-void WriteBandwidth(JsonWriter& json, const Bandwidth& bandwidth) {
-  json.BeginObject("bandwidth");
-  json.Field("read_gb_s", bandwidth.Best());
-  json.Field("median_gb_s", bandwidth.Median());
-  json.Field("probe_bytes", static_cast<long long>(bandwidth.probe_bytes));
-  json.Field("threads", bandwidth.threads);
-  json.Field("passes", bandwidth.passes_gb_s);
-  json.EndObject();
+// The report's fields that the flags decide, before anything is measured.
+RunnerReport NewReport(const Args& args) {
+  RunnerReport report;
+  report.runner = "llm_runner";
+  report.runner_version = kVersion;
+  report.api = args.api;
+  report.runtime = "LiteRT";
+  report.runtime_version = TfLiteVersion();
+  report.model = args.model;
+  report.threads = args.threads;
+  report.decode_len = args.decode;
+  report.depth = args.depth;
+  report.warmup = args.warmup;
+  // Both engines run on XNNPACK: the interpreter through its delegate,
+  // CompiledModel through its CPU accelerator.
+  report.xnnpack = true;
+  return report;
+}
+
+void SetModelInfo(const ModelInfo& info, RunnerReport* report) {
+  report->prefill_len = info.prefill_len;
+  report->kv_len = info.kv_len;
+  report->vocab = info.vocab;
+  report->num_layers = info.num_layers;
+  report->kv_cache_bytes = static_cast<int64_t>(info.kv_cache_bytes);
 }
 
 int Main(int argc, char** argv) {
   const Args args = ParseArgs(argc, argv);
-  const size_t model_bytes = CheckModelFile(args.model);
+  RunnerReport report = NewReport(args);
+  report.model_bytes = static_cast<int64_t>(CheckModelFile(args.model));
 
   // Before the runtime exists: the probe forks, and this process has no
   // other threads yet.
-  Bandwidth bandwidth;
   if (args.bandwidth_probe_mb > 0) {
-    bandwidth = ProbeReadBandwidth(
+    report.bandwidth = ProbeReadBandwidth(
         static_cast<size_t>(args.bandwidth_probe_mb) << 20, args.threads,
         kProbePasses);
   }
 
   // Cold init: the first load in this process.
-  double init_s = 0;
-  std::unique_ptr<Engine> engine = InitEngine(args, &init_s);
+  std::unique_ptr<Engine> engine = InitEngine(args, &report.init_s);
   const std::vector<int32_t> prompt = PromptTokens(args, engine->info());
   // Warm init: the file is in the page cache and the allocator and runtime
   // are warm, as for an app that reloads its model. The first instance goes
   // before the second is built, or both would be resident at once.
-  double init_warm_s = NAN;
   if (args.warm_init) {
     engine.reset();
+    double init_warm_s = 0;
     engine = InitEngine(args, &init_warm_s);
+    report.init_warm_s = init_warm_s;
   }
-  const ModelInfo info = engine->info();
+  SetModelInfo(engine->info(), &report);
 
-  std::vector<Sample> samples;
-  std::vector<int32_t> generated;
   for (int rep = 0; rep < args.warmup + args.reps; ++rep) {
     const Sample sample =
-        RunOnce(*engine, prompt, args.depth, args.decode, &generated);
-    if (rep >= args.warmup) samples.push_back(sample);
+        RunOnce(*engine, prompt, args.depth, args.decode, &report.tokens);
+    if (rep >= args.warmup) report.samples.push_back(sample);
   }
 
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  const long vmhwm_kb = ReadVmHwmKb();
+  report.peak_rss_kb = usage.ru_maxrss;
+  report.vmhwm_kb = ReadVmHwmKb();
   // After the peak memory is read and the engine is gone: loading the model
   // a second time for the count is not part of the benchmark, and doing it
   // before the cold init would warm that init.
   engine.reset();
   const size_t weight_bytes = CountWeightBytes(args.model);
+  if (weight_bytes > 0) report.weight_bytes = static_cast<int64_t>(weight_bytes);
 
-  JsonWriter json;
-  json.Field("runner", "llm_runner");
-  json.Field("runner_version", kVersion);
-  json.Field("api", args.api);
-  json.Field("runtime", "LiteRT");
-  json.Field("runtime_version", TfLiteVersion());
-  json.Field("model", args.model);
-  json.Field("model_bytes", static_cast<long long>(model_bytes));
-  json.Field("threads", args.threads);
-  json.Field("prefill_len", info.prefill_len);
-  json.Field("decode_len", args.decode);
-  json.Field("depth", args.depth);
-  json.Field("kv_len", info.kv_len);
-  json.Field("vocab", info.vocab);
-  json.Field("num_layers", info.num_layers);
-  json.Field("kv_cache_bytes", static_cast<long long>(info.kv_cache_bytes));
-  if (weight_bytes > 0) {
-    json.Field("weight_bytes", static_cast<long long>(weight_bytes));
-  } else {
-    json.NullField("weight_bytes");
-  }
-  json.Field("warmup", args.warmup);
-  json.Field("init_ms", init_s * 1000.0);
-  json.Field("init_warm_ms", init_warm_s * 1000.0);  // NaN: null
-  json.BeginArray("samples");
-  for (const Sample& s : samples) {
-    json.BeginObject();
-    json.Field("prefill_s", s.prefill_s);
-    json.Field("prefill_tok_s", info.prefill_len / s.prefill_s);
-    json.Field("decode_s", s.decode_s);
-    json.Field("decode_tok_s", args.decode / s.decode_s);
-    json.Field("ttft_ms", (s.prefill_s + s.first_step_s) * 1000.0);
-    json.EndObject();
-  }
-  json.EndArray();
-  json.Field("tokens", std::vector<long long>(generated.begin(), generated.end()));
-  json.Field("peak_rss_kb", static_cast<long long>(usage.ru_maxrss));
-  if (vmhwm_kb >= 0) {
-    json.Field("vmhwm_kb", static_cast<long long>(vmhwm_kb));
-  } else {
-    json.NullField("vmhwm_kb");
-  }
-  if (args.bandwidth_probe_mb > 0) {
-    WriteBandwidth(json, bandwidth);
-  } else {
-    json.NullField("bandwidth");
-  }
-  json.Field("xnnpack", true);
-  std::fputs(json.Finish().c_str(), stdout);
+  std::fputs(ToJson(report).c_str(), stdout);
   std::fputc('\n', stdout);
   return kExitOk;
 }
@@ -434,6 +402,11 @@ int main(int argc, char** argv) {
   try {
     return llm_runner::Main(argc, argv);
   } catch (const llm_runner::RunnerError& e) {
+    // The usage text goes first and the error line last: the harness, like
+    // a reader of a terminal, takes stderr's last line as the reason.
+    if (e.code() == llm_runner::kExitUsage) {
+      std::fputs(llm_runner::kUsage, stderr);
+    }
     std::fprintf(stderr, "error: %s\n", e.what());
     return e.code();
   } catch (const std::exception& e) {

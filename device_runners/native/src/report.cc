@@ -1,0 +1,89 @@
+#include "report.h"
+
+#include "json_writer.h"
+
+namespace llm_runner {
+namespace {
+
+// int64_t is long on LP64 and long long elsewhere; JsonWriter takes the
+// latter, and a long would be ambiguous among its overloads.
+void Int(JsonWriter& json, const char* key, int64_t value) {
+  json.Field(key, static_cast<long long>(value));
+}
+
+void IntOrNull(JsonWriter& json, const char* key,
+               const std::optional<int64_t>& value) {
+  if (value) {
+    Int(json, key, *value);
+  } else {
+    json.NullField(key);
+  }
+}
+
+void WriteSample(JsonWriter& json, const RunnerReport& report,
+                 const Sample& s) {
+  json.BeginObject();
+  json.Field("prefill_s", s.prefill_s);
+  json.Field("prefill_tok_s", report.prefill_len / s.prefill_s);
+  json.Field("decode_s", s.decode_s);
+  json.Field("decode_tok_s", report.decode_len / s.decode_s);
+  // Time to first token: the prompt's prefill, then the decode step that
+  // produces the first token (prefill itself returns no logits).
+  json.Field("ttft_ms", (s.prefill_s + s.first_step_s) * 1000.0);
+  json.EndObject();
+}
+
+void WriteBandwidth(JsonWriter& json, const Bandwidth& bandwidth) {
+  json.BeginObject("bandwidth");
+  json.Field("read_gb_s", bandwidth.Best());
+  json.Field("median_gb_s", bandwidth.Median());
+  Int(json, "probe_bytes", static_cast<int64_t>(bandwidth.probe_bytes));
+  json.Field("threads", bandwidth.threads);
+  json.Field("passes", bandwidth.passes_gb_s);
+  json.EndObject();
+}
+
+}  // namespace
+
+std::string ToJson(const RunnerReport& report) {
+  JsonWriter json;
+  json.Field("runner", report.runner);
+  json.Field("runner_version", report.runner_version);
+  json.Field("api", report.api);
+  json.Field("runtime", report.runtime);
+  json.Field("runtime_version", report.runtime_version);
+  json.Field("model", report.model);
+  Int(json, "model_bytes", report.model_bytes);
+  json.Field("threads", report.threads);
+  json.Field("prefill_len", report.prefill_len);
+  json.Field("decode_len", report.decode_len);
+  json.Field("depth", report.depth);
+  json.Field("kv_len", report.kv_len);
+  json.Field("vocab", report.vocab);
+  json.Field("num_layers", report.num_layers);
+  Int(json, "kv_cache_bytes", report.kv_cache_bytes);
+  IntOrNull(json, "weight_bytes", report.weight_bytes);
+  json.Field("warmup", report.warmup);
+  json.Field("init_ms", report.init_s * 1000.0);
+  if (report.init_warm_s) {
+    json.Field("init_warm_ms", *report.init_warm_s * 1000.0);
+  } else {
+    json.NullField("init_warm_ms");
+  }
+  json.BeginArray("samples");
+  for (const Sample& s : report.samples) WriteSample(json, report, s);
+  json.EndArray();
+  json.Field("tokens",
+             std::vector<long long>(report.tokens.begin(), report.tokens.end()));
+  Int(json, "peak_rss_kb", report.peak_rss_kb);
+  IntOrNull(json, "vmhwm_kb", report.vmhwm_kb);
+  if (report.bandwidth) {
+    WriteBandwidth(json, *report.bandwidth);
+  } else {
+    json.NullField("bandwidth");
+  }
+  json.Field("xnnpack", report.xnnpack);
+  return json.Finish();
+}
+
+}  // namespace llm_runner

@@ -1,0 +1,70 @@
+// What one llm_runner run measured (RunnerReport), and the one function that
+// writes it as the JSON document the runner prints on stdout.
+//
+// The document is the harness's input: its keys, their order and the number
+// formatting are a contract (the harness parses it and tests/test_runner.py
+// checks it), so ToJson is the only place that spells them.
+#ifndef LLM_RUNNER_REPORT_H_
+#define LLM_RUNNER_REPORT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bandwidth_probe.h"
+
+namespace llm_runner {
+
+// One measured repetition, as the clock gave it. The rates and milliseconds
+// the document shows (prefill_tok_s, decode_tok_s, ttft_ms) are derived by
+// ToJson alone, from the report's own prefill_len and decode_len: a figure
+// can then never have been computed against another length than the one
+// printed beside it, and the arithmetic has exactly one copy.
+struct Sample {
+  double prefill_s = 0;     // the prompt's prefill
+  double decode_s = 0;      // all decode steps
+  double first_step_s = 0;  // decode step 0, which yields the first token
+};
+
+// Fields in the document's order. std::optional marks the ones printed as
+// null when absent.
+struct RunnerReport {
+  // Who measured.
+  std::string runner;
+  std::string runner_version;
+  std::string api;  // compiled_model or interpreter
+  std::string runtime;
+  std::string runtime_version;
+
+  // What was measured: the model and the workload.
+  std::string model;  // the path as given
+  int64_t model_bytes = 0;
+  int threads = 0;
+  int prefill_len = 0;
+  int decode_len = 0;  // tokens per repetition
+  int depth = 0;
+  int kv_len = 0;
+  int vocab = 0;
+  int num_layers = 0;
+  int64_t kv_cache_bytes = 0;
+  std::optional<int64_t> weight_bytes;  // absent: the model walk failed
+  int warmup = 0;
+
+  // The measurements, in seconds where timed.
+  double init_s = 0;                   // cold: the first load in the process
+  std::optional<double> init_warm_s;   // absent: --no-warm-init
+  std::vector<Sample> samples;         // measured repetitions, in run order
+  std::vector<int32_t> tokens;         // the last repetition's greedy tokens
+  int64_t peak_rss_kb = 0;             // getrusage's ru_maxrss
+  std::optional<int64_t> vmhwm_kb;     // absent: /proc/self/status unreadable
+  std::optional<Bandwidth> bandwidth;  // absent: --bandwidth-probe-mb 0
+  bool xnnpack = false;                // the engine runs on XNNPACK kernels
+};
+
+// The report as one line of JSON, without a trailing newline.
+std::string ToJson(const RunnerReport& report);
+
+}  // namespace llm_runner
+
+#endif  // LLM_RUNNER_REPORT_H_

@@ -1,0 +1,93 @@
+"""What a runner measured: the Python twin of the native runner's `RunnerReport` (native/src/report.h).
+
+Every runner (the native one on any device, the in-process LiteRT loop) prints one JSON document of this shape;
+`RunnerReport.from_json` is the one place that reads it, `to_json` the one place that writes it from Python.
+Adding a per-repetition figure means a field in `Sample` here and in the C++ struct, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+class ReportError(ValueError):
+    """A runner's document lacks a field or has one of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One measured repetition. Rates derive from the seconds; the runner writes both."""
+
+    prefill_s: float
+    prefill_tok_s: float
+    decode_s: float
+    decode_tok_s: float
+    ttft_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Bandwidth:
+    """The runner's streaming-read probe on the cores it was pinned to, before the model loaded."""
+
+    read_gb_s: float
+    median_gb_s: float
+    probe_bytes: int
+    threads: int
+    passes: list[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerReport:
+    runner: str
+    runner_version: str
+    api: str
+    runtime: str
+    runtime_version: str
+    model: str
+    model_bytes: int
+    threads: int
+    prefill_len: int
+    decode_len: int
+    depth: int
+    kv_len: int
+    vocab: int
+    num_layers: int
+    kv_cache_bytes: int
+    weight_bytes: int | None  # constant buffers at their stored precision; None where the runner cannot count
+    warmup: int
+    init_ms: float  # cold: the first load in the process
+    init_warm_ms: float | None  # the second load (None with --no-warm-init)
+    samples: list[Sample]
+    tokens: list[int]  # greedy tokens of the last repetition
+    peak_rss_kb: int  # getrusage ru_maxrss
+    vmhwm_kb: int | None  # /proc/self/status VmHWM, where readable
+    bandwidth: Bandwidth | None
+    xnnpack: bool
+
+    @property
+    def peak_kb(self) -> int:
+        """VmHWM first: ru_maxrss can carry the launching process's high-water mark across exec."""
+        return self.vmhwm_kb or self.peak_rss_kb
+
+    def values(self, name: str) -> list[float]:
+        """One per-repetition figure over every sample."""
+        return [getattr(s, name) for s in self.samples]
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RunnerReport:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(fields - set(doc))
+        if missing:
+            raise ReportError(f"runner document lacks {', '.join(missing)}")
+        try:
+            samples = [Sample(**{f.name: float(s[f.name]) for f in dataclasses.fields(Sample)})
+                       for s in doc["samples"]]
+            bandwidth = None if doc["bandwidth"] is None else Bandwidth(**{
+                f.name: doc["bandwidth"][f.name] for f in dataclasses.fields(Bandwidth)})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ReportError(f"runner document has a malformed sample or bandwidth: {e!r}") from None
+        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth"}}, samples=samples, bandwidth=bandwidth)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

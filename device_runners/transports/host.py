@@ -1,0 +1,105 @@
+"""The local machine as a device: files are used in place, the runner is a pinned subprocess."""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from device_runners.transports.base import DeviceFacts, RunResult, Transport, cpu_mask
+from harness.common.files import local_sha256
+
+# Grace between the device-side timeout (coreutils `timeout`) and our own kill of the process group.
+_BACKSTOP_S = 15
+
+
+class HostTransport(Transport):
+    kind = "host"
+
+    def stage(self, local: Path) -> str:
+        if not Path(local).is_file():
+            raise FileNotFoundError(f"no such file: {local}")
+        return str(Path(local).resolve())
+
+    def run(self, argv: Sequence[str], timeout: float, cpus: Sequence[int] = ()) -> RunResult:
+        # Same shape as on a phone: `timeout` kills the runner on the device side even if we are gone.
+        cmd = ["timeout", "-k", "5", f"{timeout:g}"]
+        if cpus:
+            cmd += ["taskset", cpu_mask(cpus)]
+        cmd += [str(a) for a in argv]
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env=_runner_env())
+        try:
+            out, err = proc.communicate(timeout=timeout + _BACKSTOP_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        except BaseException:  # Ctrl-C: leave nothing running
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        seconds = time.monotonic() - start
+        # coreutils timeout exits 124 when it had to stop the command (137 when it needed SIGKILL).
+        timed_out = proc.returncode in (124, 137) or seconds >= timeout + _BACKSTOP_S
+        return RunResult(proc.returncode, out, err, seconds, timed_out, shlex.join(cmd))
+
+    def read_files(self, globs: Sequence[str]) -> dict[str, str]:
+        out = {}
+        for pattern in globs:
+            for path in sorted(glob.glob(pattern)):
+                if (text := _read(path)) is not None:
+                    out[path] = text
+        return out
+
+    def sha256(self, device_path: str) -> str:
+        return local_sha256(Path(device_path))
+
+    def facts(self) -> DeviceFacts:
+        cpus = sorted(os.sched_getaffinity(0))
+        return DeviceFacts(
+            name="host",
+            model=_read("/sys/devices/virtual/dmi/id/product_name") or platform.node(),
+            os=platform.system(),
+            os_version=_os_release(),
+            kernel=platform.release(),
+            abi=platform.machine(),
+            cpus=cpus,
+            cpu_max_khz={c: int(v) for c in cpus
+                         if (v := _read(f"/sys/devices/system/cpu/cpu{c}/cpufreq/cpuinfo_max_freq"))},
+            mem_total_mb=_mem_total_mb(),
+        )
+
+
+def _runner_env() -> dict[str, str]:
+    # PyTorch/OpenMP settings of the parent must not leak into the runner's timing.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "KMP_", "MKL_"))}
+    return env
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _os_release() -> str:
+    text = _read("/etc/os-release") or ""
+    for line in text.splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.version()
+
+
+def _mem_total_mb() -> int | None:
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return None

@@ -1,0 +1,56 @@
+"""Conversion worker, run as a child process by harness.artifacts.cache:
+`python -m harness.artifacts.convert_worker JOB_JSON`.
+
+Builds the reauthored model and exports exactly two signatures that share one copy of the weights:
+`prefill` (tokens [1, P]) and `decode` (tokens [1, 1]), each with the KV cache as inputs and outputs, in
+litert-torch's default layout or, for bundles that LiteRT-LM's engine runs, its transposed one.
+"""
+
+import json
+import sys
+
+import torch
+from litert_torch._convert import interface as litert_converter
+from litert_torch.generative.layers import kv_cache as kv_utils
+from litert_torch.generative.utilities import converter, export_config
+
+from models.registry import get_spec
+
+_KV_LAYOUTS = {"default": kv_utils.KV_LAYOUT_DEFAULT, "transposed": kv_utils.KV_LAYOUT_TRANSPOSED}
+
+
+def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len: int, out: str,
+           lightweight: bool, kv_layout: str = "default") -> None:
+    # Prefill returns only the KV cache (no logits): the first token's logits come from the first decode step.
+    # The default layout is what ExportConfig() and KVCache.from_model_config use unless told otherwise, so
+    # naming it here leaves the default artifacts' bytes as they were.
+    layout = _KV_LAYOUTS[kv_layout]
+    module = converter.ExportableModule(model, export_config=export_config.ExportConfig(kvcache_layout=layout)).eval()
+    kv = kv_utils.KVCache.from_model_config(kv_len, config, kv_layout=layout)
+    conv = litert_converter.Converter()
+    conv.add_signature("prefill", module, sample_kwargs={
+        "tokens": torch.zeros((1, prefill_len), dtype=torch.int),
+        "input_pos": torch.arange(prefill_len, dtype=torch.int),
+        "kv_cache": kv,
+    })
+    conv.add_signature("decode", module, sample_kwargs={
+        "tokens": torch.zeros((1, 1), dtype=torch.int),
+        "input_pos": torch.tensor([0], dtype=torch.int),
+        "kv_cache": kv,
+    })
+    recipe = converter.get_quant_recipe_from_flag(quant, config)
+    conv.convert(quant_config=recipe, lightweight_conversion=lightweight).export(out)
+
+
+def main(job: dict) -> None:
+    from models.weights import build_model
+
+    spec = get_spec(job["family"], job["size"], job["checkpoint_dir"], job["seed"])
+    recipe = job["recipe"]
+    model = build_model(spec, recipe["kv_len"])
+    export(model, spec.config(), recipe["quant"], recipe["prefill_len"], recipe["kv_len"], job["out"],
+           job["lightweight"], recipe.get("kv_layout", "default"))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

@@ -1,0 +1,204 @@
+"""One measurement: the native runner on a device, over one artifact and workload, summarized.
+
+The runner prints every repetition's figures; this module keeps all samples, adds medians, spread and a
+stability verdict (harness.measure.stats), roofline figures (harness.measure.roofline), the device's state
+before and after, and provenance: which bytes ran, where, built from which commit, by which exact command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from device_runners.device import Device, abi_name, runner_abi
+from device_runners.runners.report import ReportError, RunnerReport
+from device_runners.transports.state import changes
+from harness.common.options import default, first_default
+from harness.common.text import tail
+from harness.measure import stats
+from harness.measure.metrics import SAMPLED
+from harness.measure.provenance import HARNESS_VERSION, git_commit
+from harness.measure.roofline import roofline
+
+if TYPE_CHECKING:
+    from device_runners.runners.native import RunnerBuild
+
+# The runner's exit code when it cannot load the model file (its last stderr line names the file).
+EXIT_BAD_MODEL = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    prefill_len: int = first_default("prefill")
+    decode_len: int = first_default("decode")
+    threads: int = first_default("threads")
+    warmup: int = default("warmup")
+    reps: int = default("reps")
+    depth: int = first_default("depth")  # KV positions filled before the timed decode (llama-bench's -d)
+    cpus: tuple[int, ...] | None = None  # pin to these cores instead of the device's fastest
+    # 0: no bandwidth probe. Smaller probes under-read this host's bandwidth (256 MiB: below what decode streams).
+    bandwidth_probe_mb: int = default("bandwidth_probe_mb")
+
+    def __post_init__(self) -> None:
+        for name in ("prefill_len", "decode_len", "threads", "reps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "depth", "bandwidth_probe_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class RunnerError(RuntimeError):
+    """The runner failed, hung or printed no result; the message carries its stderr tail."""
+
+    def __init__(self, message: str, exit_code: int | None = None, stderr: str = ""):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr = stderr
+
+    @property
+    def load_error(self) -> str | None:
+        """The runner's one-line 'cannot load model file' message, when that is why it failed."""
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if self.exit_code == EXIT_BAD_MODEL and lines else None
+
+
+@dataclasses.dataclass
+class Measurement:
+    """One run of a runner over one artifact and workload: its report, summarized, with the context it ran in."""
+
+    report: RunnerReport
+    spread: dict[str, dict]  # per sampled metric: harness.measure.stats.summarize
+    roofline: dict
+    command: str
+    cpus: list[int]
+    threads: int
+    depth: int
+    stable: bool
+    warnings: list[str]
+    device_state: dict  # before and after: frequencies, temperatures, throttling
+    provenance: dict  # which bytes ran where, built from which commit, by which exact command
+
+    def median(self, name: str) -> float:
+        return self.spread[name]["median"]
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return self.report.peak_kb / 1024
+
+    def figures(self) -> dict:
+        """The CellResult fields this measurement fills (medians, spread, memory, roofline)."""
+        decode = self.spread["decode_tok_s"]
+        return {
+            **{name: self.median(name) for name in SAMPLED},
+            "init_ms": self.report.init_ms, "init_warm_ms": self.report.init_warm_ms,
+            "peak_rss_mb": self.peak_rss_mb, "stable": self.stable,
+            "threads": self.threads, "cpus": ",".join(map(str, self.cpus)), "depth": self.depth,
+            "prefill_cv_pct": self.spread["prefill_tok_s"]["cv_pct"], "decode_cv_pct": decode["cv_pct"],
+            "decode_ci_low": decode["ci95"][0], "decode_ci_high": decode["ci95"][1],
+            "warnings": "\n".join(self.warnings) or None,
+            **{k: self.roofline[k] for k in ("bandwidth_gb_s", "decode_bandwidth_share", "prefill_gflop_s")},
+        }
+
+    def to_json(self) -> dict:
+        """The whole measurement as JSON: what `harness bench --json` prints and the store keeps beside a row."""
+        return {**self.figures(), "cpus": self.cpus, "warnings": self.warnings, "spread": self.spread,
+                "roofline": self.roofline, "runner": self.report.to_json(), "samples": self.report.to_json()[
+                    "samples"], "command": self.command, "device_state": self.device_state,
+                "provenance": self.provenance}
+
+
+def bench(device: Device, runner: RunnerBuild, model: Path, workload: Workload, timeout: float = 600.0,
+          compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> Measurement:
+    """Run the native runner once (warmup + reps inside): its report, summarized, with context."""
+    check_abi(device, runner)
+    # RUNPATH $ORIGIN: the library sits next to the binary
+    binary, lib = device.transport.stage_together([runner.binary, runner.runtime_lib])
+    result = run_benchmark(device, [binary], model, workload, timeout, compute, cv_limit_pct)
+    result.provenance["sha256"] |= {"runner": device.transport.sha256(binary),
+                                    "runtime_lib": device.transport.sha256(lib)}
+    return result
+
+
+def check_abi(device: Device, runner: RunnerBuild) -> None:
+    """A runner built for another ABI fails on the device with an obscure loader error: say what is wrong first."""
+    wanted, found = runner_abi(runner.target), abi_name(device.facts.abi)
+    if found and found != wanted:
+        raise RuntimeError(f"{device.name} reports ABI {found}, but its profile '{device.profile.name}' runs the "
+                           f"{runner.target} runner, built for {wanted}")
+
+
+def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: float = 600.0,
+                    compute: dict | None = None) -> Measurement:
+    """The yardstick: the same workload in LiteRT's Python CompiledModel loop (KV in place), host only."""
+    if device.transport.kind != "host":
+        raise ValueError(f"the in-process LiteRT loop runs on the host only, not on {device.name}")
+    program = [sys.executable, "-m", "device_runners.runners.inprocess"]
+    return run_benchmark(device, program, model, dataclasses.replace(workload, bandwidth_probe_mb=0), timeout,
+                         compute)
+
+
+def run_benchmark(device: Device, program: list[str], model: Path, workload: Workload, timeout: float,
+                  compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> Measurement:
+    """Run a program that speaks the runner's command line and prints its JSON, pinned and under a timeout."""
+    cpus = list(workload.cpus) if workload.cpus else device.cpus_for(device.threads_for(workload.threads))
+    threads = min(workload.threads, len(cpus))
+    model_on_device = device.transport.stage(model)
+    argv = [*program, "--model", model_on_device, "--prefill", workload.prefill_len,
+            "--decode", workload.decode_len, "--threads", threads, "--warmup", workload.warmup,
+            "--reps", workload.reps, "--depth", workload.depth, "--bandwidth-probe-mb", workload.bandwidth_probe_mb]
+    before = device.transport.state()
+    result = device.transport.run(argv, timeout=timeout, cpus=cpus)
+    after = device.transport.state()
+    command = shlex.join(str(a) for a in argv)
+    if result.timed_out:
+        raise RunnerError(f"runner timed out after {timeout:g} s on {device.name}: {command}\n"
+                          f"stderr tail:\n{tail(result.stderr)}")
+    if result.exit_code != 0:
+        raise RunnerError(f"runner exited with code {result.exit_code} on {device.name}: {command}\n"
+                          f"stderr tail:\n{tail(result.stderr)}", result.exit_code, result.stderr)
+    try:
+        report = RunnerReport.from_json(json.loads(result.stdout))
+    except (json.JSONDecodeError, ReportError) as e:
+        raise RunnerError(f"runner printed no valid result ({e}) on {device.name}\n"
+                          f"stdout tail:\n{tail(result.stdout)}\nstderr tail:\n{tail(result.stderr)}") from None
+
+    spread = {name: stats.summarize(report.values(name), cv_limit_pct) for name in SAMPLED}
+    stable = all(spread[n]["stable"] for n in ("prefill_tok_s", "decode_tok_s"))
+    warnings = changes(before, after, cpus) + [
+        f"{name}: unstable ({spread[name]['verdict']})"
+        for name in ("prefill_tok_s", "decode_tok_s") if not spread[name]["stable"]]
+    prefill_s = stats.summarize(report.values("prefill_s"))["median"]
+    return Measurement(
+        report=report, spread=spread,
+        roofline=roofline(report, spread["decode_tok_s"]["median"], prefill_s, compute),
+        command=command, cpus=cpus, threads=threads, depth=workload.depth, stable=stable, warnings=warnings,
+        device_state={"before": dataclasses.asdict(before), "after": dataclasses.asdict(after)},
+        provenance={
+            "device": dataclasses.asdict(device.facts),
+            "runtime_version": report.runtime_version, "runner_version": report.runner_version,
+            "harness_version": HARNESS_VERSION, "harness_git_commit": git_commit(),
+            "sha256": {"model": device.transport.sha256(model_on_device)},
+            "command": command,
+            "device_command": result.command,  # as the device ran it: timeout, taskset mask, environment
+        },
+    )
+
+
+def cooldown(device: Device, baseline_c: float | None, tolerance_c: float = 2.0, max_wait_s: float = 60.0,
+             poll_s: float = 1.0) -> float:
+    """Wait until the device's hottest zone is back within tolerance of its session baseline, at most
+    max_wait_s; the seconds waited. Devices without thermal zones (most VMs) are not waited for."""
+    import time
+
+    start = time.monotonic()
+    while baseline_c is not None and time.monotonic() - start < max_wait_s:
+        now = device.transport.state().max_temp_c()
+        if now is None or now <= baseline_c + tolerance_c:
+            break
+        time.sleep(poll_s)
+    return time.monotonic() - start

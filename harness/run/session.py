@@ -1,0 +1,135 @@
+"""A benchmark session: the cells of a run, each read as spec → artifact → device bench → store → verdict.
+
+The pytest plugin (suites/plugin) drives it; nothing here depends on pytest. The session stores every cell the
+moment it is measured, judges it once (harness/gate/verdicts.py) and leaves reports to whoever shows the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import TYPE_CHECKING
+
+from device_runners.device import open_device
+from harness.artifacts.cache import Recipe, ensure_artifact
+from harness.gate.judge import CellVerdict
+from harness.gate.verdicts import judge
+from harness.measure.bench import Measurement
+from harness.measure.device_bench import DeviceBench
+from harness.measure.metrics import CellResult
+from harness.measure.provenance import HARNESS_VERSION, git_commit
+from harness.run.settings import AccuracyCell, Cell, Settings
+from harness.store.store import Store
+from models.registry import get_spec
+
+if TYPE_CHECKING:
+    from device_runners.device import Device
+    from device_runners.runners.native import RunnerBuild
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredCell:
+    """A cell as stored: its row's id (what the gate judges), its result and the measurement behind it."""
+
+    result_id: int
+    result: CellResult
+    measurement: Measurement
+
+
+class BenchSession:
+    def __init__(self, settings: Settings, argv: list[str] | None = None, log=sys.stderr):
+        self.settings = settings
+        self.argv = argv or []
+        self.log = log
+        self._store: Store | None = None
+        self.run_id: int | None = None
+        self._benches: dict[str, DeviceBench] = {}
+        self._runners: dict[str, RunnerBuild] = {}
+        self._baseline_cells: list[dict] | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:  # opened on the first cell, so a session that measures nothing records no run
+            self._store = Store(self.settings.results_db)
+            self.run_id = self._start_run(self._store)
+        return self._store
+
+    def _start_run(self, store: Store) -> int:
+        """The run this session's cells are stored under (pytest-xdist workers join their controller's)."""
+        return store.start_run(self.settings.label, self.argv, git_commit(), HARNESS_VERSION)
+
+    def device(self, name: str) -> Device:
+        return self.device_bench(name).device
+
+    def device_bench(self, name: str) -> DeviceBench:
+        """The bench of a device, opened on its first cell (its start temperature is taken then)."""
+        if name not in self._benches:
+            device = open_device(name)
+            s = self.settings
+            self._benches[name] = DeviceBench(device, self.runner_for(device), timeout=s.runner_timeout,
+                                              cooldown_s=s.cooldown_s, cv_limit_pct=s.cv_limit_pct, log=self.log)
+        return self._benches[name]
+
+    def runner_for(self, device: Device) -> RunnerBuild:
+        from device_runners.runners.native import build_runner, prebuilt_runner
+
+        target = device.profile.runner_target
+        if target not in self._runners:
+            if self.settings.runner_bin:
+                self._runners[target] = prebuilt_runner(self.settings.runner_bin, target)
+            else:
+                self._runners[target] = build_runner(target)
+        return self._runners[target]
+
+    def measure(self, cell: Cell) -> MeasuredCell:
+        """Convert (cached), run and store one cell; a failure is stored too, then re-raised."""
+        result = CellResult(model=f"{cell.model}-{cell.size}", quant=cell.quant, device=cell.device,
+                            prefill_len=cell.prefill, decode_len=cell.decode, depth=cell.depth)
+        store, run_id = self.store, self.run_id
+        try:
+            spec = get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
+            artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, cell.kv_len), log=self.log)
+            result.artifact_sha256, result.artifact_bytes = artifact.sha256, artifact.meta["bytes"]
+            bench = self.device_bench(cell.device)
+            measurement = bench.measure(artifact.path, self.settings.workload(cell), artifact.meta.get("compute"))
+        except BaseException as e:  # Ctrl-C included: record what happened to this cell, keep the rest
+            result.status, result.error = "failed", f"{type(e).__name__}: {e}"
+            store.add_result(run_id, result)
+            raise
+        result = dataclasses.replace(result, status="ok", **measurement.figures())
+        data = measurement.to_json() | {"device_facts": dataclasses.asdict(bench.device.facts),
+                                        "artifact": artifact.meta, "cooldown_s": round(bench.waited_s, 2)}
+        return MeasuredCell(store.add_result(run_id, result, data), result, measurement)
+
+    def check_accuracy(self, cell: AccuracyCell) -> dict:
+        """Run one accuracy check and store its figures under this session's run, pass or fail."""
+        from harness.accuracy.registry import run_check
+
+        spec = get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
+        store, run_id = self.store, self.run_id
+        try:
+            result = run_check(spec, cell.check, cell.quant, self.settings.accuracy_thresholds)
+        except Exception as e:  # a check that crashed is a failed row, not a missing one
+            store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.check, {}, [f"{type(e).__name__}: {e}"])
+            raise
+        store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.check, result, result["failures"])
+        return result
+
+    def gate(self, result_id: int) -> CellVerdict:
+        """Judge a stored cell once against the gate's limits and, when one was chosen, the baseline run; the
+        verdict is stored with the cell for every summary and report after it."""
+        s = self.settings
+        if self._baseline_cells is None and s.baseline_run is not None:
+            self._baseline_cells = self.store.results_frame(s.baseline_run).to_dict("records")
+        return judge(self.store, result_id, s.baseline_run, s.gate, self._baseline_cells)
+
+    def close(self) -> None:
+        """Finish the run and clean the devices; reports are the caller's (suites/plugin writes them)."""
+        self.close_devices()
+        if self._store is not None:
+            self._store.finish_run(self.run_id)
+
+    def close_devices(self) -> None:
+        """Remove what this session left on its devices (working folders; the file cache stays)."""
+        for bench in self._benches.values():
+            bench.close()

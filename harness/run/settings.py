@@ -1,0 +1,91 @@
+"""What a session measures: its settings (defaults from the option registry, harness/common/options.py) and
+the cells they expand to: one speed cell per model × quant × device × prefill × decode × threads × depth, and
+per model the accuracy checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+from harness.artifacts.cache import kv_len_for
+from harness.common.options import default
+from harness.gate.config import GateConfig
+from harness.measure.bench import Workload
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    model: str
+    size: str
+    quant: str
+    device: str
+    prefill: int
+    decode: int
+    threads: int
+    depth: int = 0
+
+    @property
+    def id(self) -> str:
+        depth = f"-depth{self.depth}" if self.depth else ""
+        lengths = f"p{self.prefill}-d{self.decode}{depth}-t{self.threads}"
+        return f"{self.model}-{self.size}-{self.quant}-{self.device}-{lengths}"
+
+    @property
+    def kv_len(self) -> int:
+        return kv_len_for(max(self.prefill, self.depth), self.decode)
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyCell:
+    model: str
+    size: str
+    check: str  # reauthoring | conversion | drift (harness/accuracy/registry.py)
+    quant: str | None = None  # drift only
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.size}-{self.check}" + (f"-{self.quant}" if self.quant else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    devices: tuple[str, ...] = default("device")
+    models: tuple[str, ...] = ("tinyllama",)  # the performance cells' default; --models sets both
+    accuracy_models: tuple[str, ...] = ("tinyllama",)  # the plugin's default: every family
+    accuracy_thresholds: Path | None = None  # drift bounds; None: accuracy.toml
+    quants: tuple[str, ...] = default("quant")
+    size: str = "tiny"
+    prefill: tuple[int, ...] = default("prefill")
+    decode: tuple[int, ...] = default("decode")
+    threads: tuple[int, ...] = default("threads")
+    depth: tuple[int, ...] = default("depth")
+    cpus: tuple[int, ...] | None = None  # pin here instead of the device's fastest cores
+    warmup: int = default("warmup")
+    reps: int = default("reps")
+    bandwidth_probe_mb: int = default("bandwidth_probe_mb")
+    cv_limit_pct: float = default("cv_limit")
+    cooldown_s: float = default("cooldown")  # most seconds to wait between cells for temperatures to settle
+    checkpoint_dir: Path | None = None
+    seed: int = default("seed")
+    runner_bin: Path | None = None
+    runner_timeout: float = default("runner_timeout")
+    results_db: str = default("results_db")
+    report_dir: Path = Path(default("report"))
+    label: str | None = None
+    baseline_run: int | None = None  # resolved before this session's run exists: a label means its last run
+    gate: GateConfig = GateConfig()
+
+    def cells(self) -> list[Cell]:
+        return [Cell(m, self.size, q, d, p, n, t, k) for m, q, d, p, n, t, k in itertools.product(
+            self.models, self.quants, self.devices, self.prefill, self.decode, self.threads, self.depth)]
+
+    def accuracy_cells(self) -> list[AccuracyCell]:
+        """Per model: vs transformers, vs its .tflite, then drift of each quantized recipe vs fp32."""
+        return [AccuracyCell(m, self.size, check, quant) for m in self.accuracy_models
+                for check, quant in [("reauthoring", None), ("conversion", None),
+                                     *(("drift", q) for q in self.quants if q != "none")]]
+
+    def workload(self, cell: Cell) -> Workload:
+        return Workload(cell.prefill, cell.decode, cell.threads, self.warmup, self.reps, cell.depth, self.cpus,
+                        self.bandwidth_probe_mb)

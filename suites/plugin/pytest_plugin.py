@@ -1,0 +1,212 @@
+"""The pytest plugin behind `pytest suites/`: options, the `cell` parametrization, fixtures (measure, gate),
+the end-of-run table, gate summary (terminal and $GITHUB_STEP_SUMMARY) and reports.
+
+Registered by the repository's root conftest.py (pytest's documented pytest_addoption + fixture pattern).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.common.options import OPTIONS, OptionError
+from harness.gate.config import GateConfig, GateConfigError, config_from
+from harness.gate.judge import CellVerdict
+from harness.gate.verdicts import run_verdicts
+from harness.run.session import BenchSession, MeasuredCell
+from harness.run.settings import Cell, Settings
+
+SETTINGS = pytest.StashKey[Settings]()
+SESSION = pytest.StashKey[BenchSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("litert-bench", "LLM benchmark cells (model × quant × device × lengths)")
+    for option in OPTIONS.values():  # the one registry: names, defaults and help as the CLI shows them
+        g.addoption(option.flag, dest=f"litert_{option.dest}", default=None, help=option.help_text())
+
+
+def _choices(name: str, given: tuple[str, ...]) -> list[str]:
+    """The valid values of an option whose choices live in a later stage than the registry."""
+    from device_runners.device import is_adb_name, known_devices
+    from harness.artifacts.cache import QUANTS
+    from models.registry import FAMILIES
+    from models.spec import SIZES
+
+    return {"models": sorted(FAMILIES), "quants": list(QUANTS), "sizes": list(SIZES),
+            "devices": [*known_devices(), *filter(is_adb_name, given)]}[name]
+
+
+def _values(config: pytest.Config) -> dict:
+    """Every option parsed and checked: bad values raise pytest.UsageError naming the option and what is valid."""
+    values = {}
+    for dest, option in OPTIONS.items():
+        raw = config.getoption(f"litert_{dest}")
+        try:
+            value = option.parse(raw) if raw is not None else option.default
+        except OptionError as e:
+            raise pytest.UsageError(str(e)) from None
+        if option.choices and value is not None:
+            given = value if isinstance(value, tuple) else (value,)
+            valid = _choices(option.choices, given)
+            bad = [g for g in given if g not in valid]
+            if bad:
+                raise pytest.UsageError(f"{option.flag}: unknown {', '.join(map(repr, bad))}; valid: "
+                                        f"{', '.join(valid)}")
+        values[dest] = value
+    return values
+
+
+def settings_from(config: pytest.Config) -> Settings:
+    """Validated settings; bad names raise pytest.UsageError listing the valid ones."""
+    from models.registry import FAMILIES
+
+    v = _values(config)
+    # `-m full` alone means the full-size configs: their cells are the ones marked `full`.
+    size = v["size"] or ("full" if "full" in (config.option.markexpr or "") else Settings.size)
+    ckpt, runner_bin = v["checkpoint_dir"], v["runner_bin"]
+    if ckpt and not Path(ckpt).is_dir():
+        raise pytest.UsageError(f"--checkpoint-dir {ckpt!r} is not a directory")
+    if runner_bin and not Path(runner_bin).is_file():
+        raise pytest.UsageError(f"--runner-bin {runner_bin!r} is not a file")
+    root = config.rootpath
+    results_db = config.getoption("litert_results_db") or str(root / v["results_db"])
+    return Settings(
+        devices=v["device"], models=v["models"] or Settings.models, quants=v["quant"],
+        accuracy_models=v["models"] or tuple(FAMILIES),
+        accuracy_thresholds=_accuracy_thresholds(v["accuracy_thresholds"]), size=size,
+        prefill=v["prefill"], decode=v["decode"], threads=v["threads"], warmup=v["warmup"], reps=v["reps"],
+        depth=v["depth"], cpus=v["cpus"], bandwidth_probe_mb=v["bandwidth_probe_mb"], cv_limit_pct=v["cv_limit"],
+        cooldown_s=v["cooldown"], checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=v["seed"],
+        runner_bin=Path(runner_bin).resolve() if runner_bin else None, runner_timeout=v["runner_timeout"],
+        results_db=results_db, report_dir=Path(config.getoption("litert_report") or root / v["report"]),
+        label=v["run_label"], baseline_run=_baseline_run(results_db, v["baseline"]), gate=_gate_config(v["gate"]),
+    )
+
+
+def _baseline_run(results_db: str, ref: str | None) -> int | None:
+    """Resolved now, before this session's run exists: `--run-label nightly --baseline nightly` then means
+    the previous nightly run, not this one."""
+    if ref is None:
+        return None
+    from harness.store.store import Store
+
+    store = Store(results_db)
+    try:
+        return store.resolve_run(ref)
+    except LookupError as e:
+        raise pytest.UsageError(f"--baseline: {e}") from None
+    finally:
+        store.close()
+
+
+def _gate_config(path: str | None) -> GateConfig:
+    try:
+        return config_from(path)
+    except GateConfigError as e:
+        raise pytest.UsageError(f"--gate: {e}") from None
+
+
+def _accuracy_thresholds(path: str | None) -> Path | None:
+    from harness.accuracy.thresholds import ThresholdsError, load_thresholds
+
+    try:
+        load_thresholds(path)  # now, so a bad file is a usage error before anything is converted
+    except ThresholdsError as e:
+        raise pytest.UsageError(f"--accuracy-thresholds: {e}") from None
+    return Path(path).resolve() if path else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The markers (performance, accuracy, conversion, full) are declared once, in pyproject.toml.
+    config.stash[SETTINGS] = settings_from(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" in metafunc.fixturenames:
+        settings = metafunc.config.stash[SETTINGS]
+        marks = [pytest.mark.full] if settings.size == "full" else []
+        metafunc.parametrize("cell", [pytest.param(c, id=c.id, marks=marks) for c in settings.cells()])
+    if "accuracy_cell" in metafunc.fixturenames:
+        settings = metafunc.config.stash[SETTINGS]
+        marks = [pytest.mark.accuracy, *([pytest.mark.full] if settings.size == "full" else [])]
+        metafunc.parametrize("accuracy_cell", [pytest.param(c, id=c.id, marks=marks)
+                                               for c in settings.accuracy_cells()])
+
+
+@pytest.fixture(scope="session")
+def bench_session(request: pytest.FixtureRequest) -> BenchSession:
+    config = request.config
+    if SESSION not in config.stash:
+        config.stash[SESSION] = BenchSession(config.stash[SETTINGS], argv=list(config.invocation_params.args))
+    return config.stash[SESSION]
+
+
+@pytest.fixture
+def measure(bench_session: BenchSession):
+    """measure(cell) → the MeasuredCell, stored in the results database as soon as it is measured."""
+    return bench_session.measure
+
+
+@pytest.fixture
+def gate(bench_session: BenchSession):
+    """gate(measured) judges a measured cell (what `measure` returned) against the thresholds file and the
+    baseline run, once, and stores the verdict; a failing cell fails its test with the figures."""
+
+    def check(cell: MeasuredCell) -> CellVerdict:
+        verdict = bench_session.gate(cell.result_id)
+        if not verdict.passed:
+            pytest.fail(verdict.message(), pytrace=False)
+        return verdict
+
+    return check
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    bench = session.config.stash.get(SESSION, None)
+    if bench is not None:
+        bench.close()
+        if bench.run_id is not None and not hasattr(session.config, "workerinput"):  # xdist: the controller's
+            session.config.stash[_REPORTS] = write_reports(bench)
+
+
+def write_reports(bench: BenchSession) -> list[Path]:
+    """The run's comparison report (against the baseline, if any) and the dashboard of the whole history."""
+    from reports.render import render_dashboard, render_run_report
+
+    s, folder = bench.settings, Path(bench.settings.report_dir)
+    return [render_run_report(bench.store, bench.run_id, folder / f"run-{bench.run_id}.html", s.baseline_run, s.gate),
+            render_dashboard(bench.store, folder / "dashboard.html", s.gate)]
+
+
+_REPORTS = pytest.StashKey[list[Path]]()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    bench = config.stash.get(SESSION, None)
+    if bench is None or bench.run_id is None or hasattr(config, "workerinput"):  # xdist: the controller reports
+        return
+    from reports.gate_summary import publish
+    from reports.table import format_accuracy, format_table
+
+    terminalreporter.section(f"litert-bench run {bench.run_id}")
+    results = bench.store.results_frame(bench.run_id)
+    if len(results):
+        terminalreporter.write_line(format_table(results))
+    checks = bench.store.accuracy_frame(bench.run_id)
+    if len(checks):
+        terminalreporter.section("accuracy")
+        terminalreporter.write_line(format_accuracy(checks))
+    # From the store, not from the cells' tests: pytest-xdist workers judged theirs in other processes.
+    settings = bench.settings
+    if len(results):  # an accuracy-only run has no speed cells to gate
+        verdicts = run_verdicts(bench.store, bench.run_id, settings.baseline_run, settings.gate)
+        terminalreporter.section("release gate")
+        terminalreporter.write_line(publish(verdicts, bench.run_id, settings.baseline_run, settings.gate.source))
+    terminalreporter.write_line(f"results: {bench.store.url}")
+    for path in config.stash.get(_REPORTS, []):
+        terminalreporter.write_line(f"report:  {path}")
+
+
+__all__ = ["Cell"]
