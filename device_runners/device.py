@@ -14,12 +14,14 @@ from device_runners.transports.host import HostTransport
 
 PROFILES_FILE = Path(__file__).resolve().parent / "devices.toml"
 ADB_FORM = "adb:SERIAL[@HOST:PORT]"  # how the usage errors spell the adb names
+SSH_FORM = "ssh:USER@HOST[:PORT]"  # any Linux board over SSH (its runner build from its `uname -m`)
+BOARD_FORM = "BOARD@[USER@]HOST[:PORT]"  # a board profile (rpi5, ...) at an address
 
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
     name: str
-    transport: str  # host | adb
+    transport: str  # host | adb | qemu
     runner_target: str  # which runner build runs there (device_runners.runners.native targets)
     # Cores worth using at most (a phone's big cluster); None: every core the device lets us run on.
     max_threads: int | None = None
@@ -29,6 +31,11 @@ class Profile:
     abi: str | None = None
     clusters: str | None = None
     big_cores: tuple[int, ...] = ()  # fastest first; for devices that hide cpuinfo_max_freq
+    # Boards over SSH: where the board answers ([USER@]HOST[:PORT]; `--device NAME@HOST` overrides it), and what
+    # runs the runner there (a test board's `qemu-aarch64 -L PREFIX`; nothing on a real board).
+    address: str | None = None
+    launcher: tuple[str, ...] = ()
+    emulated: bool = False  # an emulator (qemu-arm64): results are marked, greyed and never gated on speed
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
@@ -42,7 +49,7 @@ PROFILES: dict[str, Profile] = load_profiles()
 
 
 def known_devices() -> list[str]:
-    return [*sorted(PROFILES), ADB_FORM]
+    return [*sorted(PROFILES), ADB_FORM, SSH_FORM, BOARD_FORM]
 
 
 def is_adb_name(name: str) -> bool:
@@ -97,7 +104,7 @@ def abi_name(machine: str) -> str:
 
 def runner_abi(target: str) -> str:
     """The ABI a runner build target runs on."""
-    return "arm64-v8a" if target == "android-arm64" else abi_name(platform.machine())
+    return "arm64-v8a" if target in ("android-arm64", "linux-arm64") else abi_name(platform.machine())
 
 
 def open_device(name: str) -> Device:
@@ -106,16 +113,90 @@ def open_device(name: str) -> Device:
 
         transport = AdbTransport(name, AdbAddress.parse(name))
         return Device(profile_for_model(transport.model()), transport, name)
+    if name.startswith("ssh:") or board_profile(name) is not None:
+        return open_board(name)
     try:
         profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown device {name!r}; known devices: {', '.join(known_devices())}") from None
     if profile.transport == "host":
         return Device(profile, HostTransport())
+    if profile.transport == "qemu":
+        from device_runners.transports.qemu import QemuTransport
+
+        return Device(profile, QemuTransport())
     from device_runners.transports.adb import AdbAddress, AdbTransport, find_serial
 
     serial = find_serial(profile.models, f"{name} ({profile.description})" if profile.description else name)
     return Device(profile, AdbTransport(name, AdbAddress(serial)))
+
+
+def is_address_name(name: str) -> bool:
+    """A device named by where it is rather than by a profile alone: `adb:SERIAL[@HOST:PORT]`,
+    `ssh:USER@HOST[:PORT]` or `BOARD@[USER@]HOST[:PORT]`."""
+    from device_runners.transports.ssh import SshAddress
+
+    if is_adb_name(name):
+        return True
+    if not (name.startswith("ssh:") or (board_profile(name) is not None and "@" in name)):
+        return False
+    try:
+        SshAddress.parse(name if name.startswith("ssh:") else name.partition("@")[2])
+    except ValueError:
+        return False
+    return True
+
+
+def board_profile(name: str) -> Profile | None:
+    """The board profile of `BOARD` or `BOARD@[USER@]HOST[:PORT]`; None for names of other devices."""
+    profile = PROFILES.get(name.partition("@")[0])
+    return profile if profile is not None and profile.transport == "ssh" else None
+
+
+def open_board(name: str) -> Device:
+    """A Linux board over SSH: `ssh:USER@HOST[:PORT]`, whose runner build follows from its `uname -m`, or a board
+    profile at the address given (`rpi5@HOST`) or at the one in its profile (`rpi5`)."""
+    from device_runners.transports.ssh import SshAddress, SshTransport, runner_target_for
+
+    if name.startswith("ssh:"):
+        transport = SshTransport(name, SshAddress.parse(name, SSH_FORM))
+        try:
+            target = runner_target_for(transport.machine(), name)
+        except BaseException:
+            transport.close()
+            raise
+        return Device(Profile("ssh", "ssh", target, description="a Linux board over SSH"), transport, name)
+    board, _, where = name.partition("@")
+    profile = PROFILES[board]
+    if not (where or profile.address):
+        raise ValueError(f"{name}: no address for the board; name it with --device {board}@[USER@]HOST[:PORT], or "
+                         f"set `address` in its profile ({PROFILES_FILE})")
+    address = SshAddress.parse(where or profile.address or "", f"{board}@[USER@]HOST[:PORT]")
+    return Device(profile, SshTransport(name, address, launcher=profile.launcher), name)
+
+
+def configured_boards() -> list[dict]:
+    """The boards whose profiles carry an address and that answer: profile, model, architecture, OS, CPU clusters,
+    memory, free storage. A board that does not answer gets a row saying why."""
+    rows = []
+    for profile in sorted(PROFILES.values(), key=lambda p: p.name):
+        if profile.transport != "ssh" or not profile.address:
+            continue
+        row: dict = {"device": profile.name, "address": profile.address}
+        try:
+            device = open_board(profile.name)
+        except Exception as e:  # one board down must not hide the others
+            rows.append(row | {"state": "no answer", "error": str(e)})
+            continue
+        try:
+            facts, free = device.facts, device.transport.free_bytes()
+            row |= {"state": "ok", "profile": profile.name, "model": facts.model, "abi": facts.abi,
+                    "os": facts.os_version, "clusters": facts.clusters() or profile.clusters,
+                    "mem_total_mb": facts.mem_total_mb, "storage_free_mb": free // 2**20 if free is not None else None}
+        finally:
+            device.transport.close()
+        rows.append(row)
+    return rows
 
 
 def attached_devices() -> list[dict]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import abc
 import csv
+import io
 import json
 from typing import TextIO
 
 import pandas as pd
 
-from harness.gate.judge import accuracy, missing
+from harness.gate.accuracy import cell_figures
+from harness.gate.judge import missing
 from harness.measure import metrics
 from harness.measure.metrics import python_type
 from reports import table
@@ -27,9 +29,11 @@ _CAST = {"int": int, "float": float, "bool": bool, "str": str, "json": lambda v:
          "time": lambda v: pd.Timestamp(v).isoformat()}
 
 
-def record(rec: dict) -> dict:
-    """A stored result row (results_frame) as the export schema: plain Python values, None where missing."""
-    rec = rec | {"result_id": rec.get("id"), "accuracy": accuracy(rec) or None}
+def record(rec: dict, checks: list[dict] = ()) -> dict:
+    """A stored result row (results_frame) as the export schema: plain Python values, None where missing; its
+    accuracy figures come from `checks`, the accuracy rows of its run (accuracy_frame)."""
+    figures = cell_figures(list(checks), rec["run_id"], rec["model"], rec["quant"]) if checks else {}
+    rec = rec | {"result_id": rec.get("id"), "accuracy": figures or None}
     out = {}
     for name, kind in FIELDS:
         value = rec.get(name)
@@ -54,15 +58,29 @@ class Printer(abc.ABC):
 
 
 class CsvPrinter(Printer):
-    def __init__(self, out: TextIO):
-        super().__init__(out)
-        self.writer = csv.writer(out, lineterminator="\n")
-
     def header(self) -> None:
-        self.writer.writerow(name for name, _ in FIELDS)
+        self._write(name for name, _ in FIELDS)
 
     def row(self, rec: dict) -> None:
-        self.writer.writerow("" if rec[n] is None else json.dumps(rec[n]) if k == "json" else rec[n] for n, k in FIELDS)
+        self._write(_inert("" if rec[n] is None else json.dumps(rec[n]) if k == "json" else rec[n]) for n, k in FIELDS)
+
+    def _write(self, cells) -> None:
+        """One line ending in \n. The csv module quotes a field holding any character of its line terminator, so
+        it writes with \r\n, which quotes a lone \r too (with \n alone, "a\rb" goes out bare and splits the row
+        for every reader), and the terminator is swapped after."""
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\r\n").writerow(cells)
+        self.out.write(line.getvalue()[:-2] + "\n")
+
+
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula (=HYPERLINK(...),
+# @SUM(...)); model names, labels and errors are untrusted text. OWASP's advice: prefix such a cell with a single
+# quote, which the spreadsheet shows as text. Numbers are written as numbers (-3.5 stays a number).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value):
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
 class JsonPrinter(Printer):
@@ -89,17 +107,19 @@ class MarkdownPrinter(Printer):
         self.out.write(table.md_rule(len(table.COLUMNS), table.NUMERIC) + "\n")
 
     def row(self, rec: dict) -> None:
-        self.out.write(table.md_row([table.cell(rec[col], fmt) for _, col, fmt in table.COLUMNS]) + "\n")
+        self.out.write(table.md_row([table.shown(rec, col, fmt) for _, col, fmt in table.COLUMNS]) + "\n")
 
 
 PRINTERS: dict[str, type[Printer]] = {"csv": CsvPrinter, "json": JsonPrinter, "md": MarkdownPrinter}
 
 
-def export(frame: pd.DataFrame, fmt: str, out: TextIO) -> None:
+def export(frame: pd.DataFrame, fmt: str, out: TextIO, accuracy: pd.DataFrame | None = None) -> None:
+    """Write result rows in one format; `accuracy` (the same runs' accuracy rows) fills each row's accuracy."""
     if fmt not in PRINTERS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(PRINTERS)}")
+    checks = [] if accuracy is None else accuracy.to_dict("records")
     printer = PRINTERS[fmt](out)
     printer.header()
     for rec in frame.to_dict("records"):
-        printer.row(record(rec))
+        printer.row(record(rec, checks))
     printer.footer()

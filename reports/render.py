@@ -9,6 +9,8 @@ are untrusted text.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,8 +18,9 @@ import jinja2
 import pandas as pd
 
 from harness.gate import judge as gate
+from harness.gate.accuracy import cell_figures
 from harness.gate.config import METRICS, GateConfig
-from harness.gate.verdicts import run_verdicts
+from harness.gate.verdicts import accuracy_verdicts, run_verdicts
 from harness.measure import stats
 from harness.store.store import Store
 from reports import charts
@@ -71,10 +74,12 @@ def _delta_view(result) -> dict | None:
             "title": f"baseline median {stats.figure(result.baseline_median)}; {p}; {result.verdict}"}
 
 
-def _cell_view(rec: dict, verdict: gate.CellVerdict, base: dict | None) -> dict:
+def _cell_view(rec: dict, verdict: gate.CellVerdict, base: dict | None, checks: list[dict]) -> dict:
+    """A speed cell for the template; `checks` are the accuracy rows of its run and its baseline's."""
     data = gate.stored_data(rec)
     spread = data.get("spread", {})
-    old_accuracy = gate.accuracy(base) if base else {}
+    figures = cell_figures(checks, rec["run_id"], rec["model"], rec["quant"])
+    old_accuracy = cell_figures(checks, base["run_id"], base["model"], base["quant"]) if base else {}
     return {
         **rec,
         "name": verdict.cell,
@@ -86,8 +91,7 @@ def _cell_view(rec: dict, verdict: gate.CellVerdict, base: dict | None) -> dict:
         "runtime_version": data.get("runner", {}).get("runtime_version", ""),
         "sha256": data.get("provenance", {}).get("sha256", {}),
         "delta": {m: _delta_view(verdict.comparison(m)) for m in COMPARED},
-        "accuracy": {k: (v, v - old_accuracy[k] if k in old_accuracy else None)
-                     for k, v in gate.accuracy(rec).items()},
+        "accuracy": {k: (v, v - old_accuracy[k] if k in old_accuracy else None) for k, v in figures.items()},
         "gate_passed": verdict.passed,
         "gate_failures": [c.detail for c in verdict.failures],
         "gate_failed": sorted({METRICS[c.metric].label if c.metric in METRICS else c.metric
@@ -114,8 +118,13 @@ def _devices(recs: list[dict]) -> dict[str, dict]:
             for name, d in devices.items()}
 
 
+def _emulated(rec: dict) -> bool:
+    """Measured on an emulator (NULL in rows stored before the field existed; numpy's bools compare equal)."""
+    return rec.get("emulated") == True  # noqa: E712
+
+
 def _speed_chart(cells: list[dict], base_by_id: dict[int, dict]) -> str:
-    ok = [c for c in cells if c["status"] == "ok"]
+    ok = [c for c in cells if c["status"] == "ok" and not _emulated(c)]  # an emulator's speed measures nothing
     if not ok:
         return ""
     bases = [base_by_id.get(c["baseline_id"]) for c in ok]
@@ -127,18 +136,56 @@ def _speed_chart(cells: list[dict], base_by_id: dict[int, dict]) -> str:
 def _memory_chart(cells: list[dict]) -> str:
     points = [{"x": c["peak_rss_mb"], "y": c["decode_tok_s"], "quant": c["quant"], "device": c["device"],
                "text": f"{c['model']} · {c['quant']} · p{c['prefill_len']:.0f}"}
-              for c in cells if c["status"] == "ok" and not gate.missing(c["peak_rss_mb"])
+              for c in cells if c["status"] == "ok" and not _emulated(c) and not gate.missing(c["peak_rss_mb"])
               and not gate.missing(c["decode_tok_s"])]
     return charts.memory_vs_speed(points) if points else ""
+
+
+class ReportError(RuntimeError):
+    """A report that cannot be written; the message names the file, its folder and why."""
 
 
 def _write(out: Path, template: str, **context) -> Path:
     html = _ENV.get_template(template).render(
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), **context)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    try:
+        _replace(out, html)
+    except OSError as e:
+        raise ReportError(f"cannot write the report {out.name} in folder {out.parent}: {_why(out.parent, e)}") from None
     return out
+
+
+def _why(folder: Path, error: OSError) -> str:
+    """The reason in words; the usual one is a file where a folder must be (`--out` under a file)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return f"{existing} is a file, not a folder" if not existing.is_dir() else error.strerror or str(error)
+
+
+def _replace(out: Path, text: str) -> None:
+    """Write `out` whole or not at all: a temporary file in the same folder, renamed over it. A reader (a
+    browser, a CI artifact upload) never sees half a report, and a failed write keeps the previous one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; a report is as readable as any file
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | None = None,
@@ -150,10 +197,13 @@ def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | 
     base_frame = None if baseline_run is None else store.results_frame(baseline_run)
     verdicts = run_verdicts(store, run_id, baseline_run, config)
     base_by_id = {} if base_frame is None else {int(r["id"]): r for r in base_frame.to_dict("records")}
+    checks = store.accuracy_frame(run_id).to_dict("records")
+    if baseline_run is not None:
+        checks += store.accuracy_frame(baseline_run).to_dict("records")
     cells = []
     for rec, verdict in zip(_records(frame), verdicts, strict=True):
         base = base_by_id.get(verdict.baseline_id)
-        cells.append(_cell_view(rec, verdict, base) | {"baseline_id": verdict.baseline_id})
+        cells.append(_cell_view(rec, verdict, base, checks) | {"baseline_id": verdict.baseline_id})
     counts = {v: sum(1 for c in cells for d in c["delta"].values() if d and d["cls"] == v)
               for v in ("regression", "improvement")}
     return _write(
@@ -164,15 +214,18 @@ def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | 
         speed_chart=_speed_chart(cells, base_by_id), memory_chart=_memory_chart(cells),
         n_ok=sum(c["status"] == "ok" for c in cells), n_failed=sum(c["status"] != "ok" for c in cells),
         n_gate_failed=sum(not v.passed for v in verdicts), counts=counts, gate_source=config.source,
-        **_accuracy_view(store.accuracy_frame(run_id)),
+        **_accuracy_view(store.accuracy_frame(run_id), accuracy_verdicts(store, run_id, baseline_run, config)),
     )
 
 
-def _accuracy_view(frame) -> dict:
-    """The run's accuracy checks as table rows, each with the bounds it broke."""
+def _accuracy_view(frame, verdicts: list[gate.CellVerdict]) -> dict:
+    """The run's accuracy checks as table rows, each with the bounds it broke and, against a baseline, the
+    figures that drifted too far."""
     from reports.table import ACCURACY_COLUMNS, accuracy_rows
 
-    failures = [[f for f in (rec.get("failures") or "").split("\n") if f] for rec in frame.to_dict("records")]
+    failures = [[f for f in (rec.get("failures") or "").split("\n") if f]
+                + [c.detail for c in v.failures if c.kind == "accuracy"]
+                for rec, v in zip(frame.to_dict("records"), verdicts, strict=True)]
     return {"accuracy_headers": ["model", "check", "quant", *(h for h, _, _ in ACCURACY_COLUMNS), "verdict"],
             "accuracy_rows": list(zip(accuracy_rows(frame), failures, strict=True))}
 
@@ -183,7 +236,9 @@ def render_dashboard(store: Store, out: Path, config: GateConfig | None = None) 
     gate's test) is marked and listed."""
     config = config or GateConfig()
     frame = store.results_frame()
-    ok = frame[frame["status"] == "ok"].sort_values(["run_id", "id"]).to_dict("records")
+    # Trends of real devices only: an emulator's speed (qemu-arm64) says nothing about a change.
+    ok = frame[(frame["status"] == "ok") & (frame["emulated"] != True)]  # noqa: E712 - NULL for older rows
+    ok = ok.sort_values(["run_id", "id"]).to_dict("records")
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for rec in ok:
         groups[(rec["model"], rec["quant"], rec["device"])][gate.workload_name(rec)].append(rec)

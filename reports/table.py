@@ -29,8 +29,15 @@ def cell(value, fmt: str) -> str:
     return fmt.format(value)
 
 
+def shown(rec: dict, col: str, fmt: str) -> str:
+    """A result field as the tables show it."""
+    if col == "decode_bandwidth_share" and rec.get("cache_resident") is True:
+        return "cache"  # decode outran the memory probe: no share of memory bandwidth to show
+    return cell(rec.get(col), fmt)
+
+
 def result_rows(frame: pd.DataFrame) -> list[list[str]]:
-    return [[cell(rec.get(col), fmt) for _, col, fmt in COLUMNS] for rec in frame.to_dict("records")]
+    return [[shown(rec, col, fmt) for _, col, fmt in COLUMNS] for rec in frame.to_dict("records")]
 
 
 def fixed_width(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Container[int]) -> str:

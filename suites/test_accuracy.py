@@ -15,6 +15,8 @@ pytestmark = pytest.mark.accuracy
 
 
 def test_accuracy(accuracy_cell, bench_session):
-    result = bench_session.check_accuracy(accuracy_cell)
+    result, verdict = bench_session.check_accuracy(accuracy_cell)
     assert result["model"] == f"{accuracy_cell.model}-{accuracy_cell.size}"
     assert result["passed"], "; ".join(result["failures"])
+    if not verdict.passed:  # against the baseline run's same check (--baseline; gate.toml's max_accuracy_drift)
+        pytest.fail(verdict.message(), pytrace=False)

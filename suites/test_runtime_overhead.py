@@ -5,7 +5,8 @@ computed the same thing: identical greedy tokens."""
 
 import pytest
 
-from harness.artifacts.cache import Recipe, ensure_artifact
+from harness.artifacts.cache import ensure_artifact
+from harness.artifacts.recipe import Recipe
 from models.registry import get_spec
 
 pytestmark = pytest.mark.performance

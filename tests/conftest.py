@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.adb_fixtures import adb_server, fake_adb_device  # noqa: F401 - fixtures: the test device behind adb
+from tests.processes import marker  # noqa: F401 - fixture: names a test's processes, kills leftovers
 
 REPO = Path(__file__).resolve().parent.parent
 # .ci/run installs Chromium and starts PostgreSQL, and says so: there a missing service fails its tests.
@@ -72,7 +73,8 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_artifact():
     """tiny_artifact(quant, prefill=32, decode=16) → Artifact, converted once per session and cached."""
-    from harness.artifacts.cache import Recipe, ensure_artifact, kv_len_for
+    from harness.artifacts.cache import ensure_artifact
+    from harness.artifacts.recipe import Recipe, kv_len_for
     from models.registry import get_spec
 
     def make(quant: str = "dynamic_int8", prefill: int = 32, decode: int = 16):

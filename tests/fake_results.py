@@ -44,8 +44,8 @@ def add_run(store: Store, label: str | None = None, cells=CELLS, scale: float = 
                 "provenance": {"runtime_version": "2.23.0", "harness_version": "0.1.0",
                                "harness_git_commit": "0123456789abcdef",
                                "sha256": {"model": "ab" * 32, "runner": "cd" * 32, "runtime_lib": "ef" * 32}}}
-        if accuracy is not None:
-            data["accuracy"] = accuracy
         store.add_result(run, CellResult(**row), data)
+        if accuracy is not None:  # as the accuracy suite stores a drift check of this model and quant
+            store.add_accuracy(run, model, quant, "drift", accuracy, [])
     store.finish_run(run)
     return run

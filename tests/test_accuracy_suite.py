@@ -42,3 +42,16 @@ def test_bad_thresholds_file_is_a_usage_error(tmp_path):
     bad.write_text("[drift.dynamic_int9]\nmin_top1 = 0.5\n")
     out = run_suites(tmp_path, "-m", "accuracy", "--accuracy-thresholds", str(bad))
     assert out.returncode == 4 and "--accuracy-thresholds" in out.stderr and "dynamic_int9" in out.stderr
+
+
+def test_agreement_cells_come_per_device_other_than_the_host():
+    from harness.accuracy.agreement import agreeing_steps
+    from harness.run.settings import Settings
+
+    cells = Settings(devices=("host", "pixel8"), accuracy_models=("tinyllama",), quants=("none", "dynamic_int8"))
+    agreement = [c for c in cells.accuracy_cells() if c.check == "agreement"]
+    assert [(c.quant, c.device, c.stored_check) for c in agreement] == [
+        ("none", "pixel8", "agreement:pixel8"), ("dynamic_int8", "pixel8", "agreement:pixel8")]
+    assert agreement[0].id == "tinyllama-tiny-agreement-none-pixel8"
+    assert not [c for c in Settings(devices=("host",)).accuracy_cells() if c.check == "agreement"]
+    assert agreeing_steps([1, 2, 3], [1, 2, 4]) == 2 and agreeing_steps([1, 2], [1, 2]) == 2

@@ -5,7 +5,8 @@ import time
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from harness.artifacts.cache import QUANTS, Recipe, cache_key, ensure_artifact
+from harness.artifacts.cache import cache_key, ensure_artifact
+from harness.artifacts.recipe import QUANTS, Recipe
 from models.registry import get_spec
 from models.weights import build_model
 

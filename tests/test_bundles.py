@@ -16,7 +16,8 @@ from device_runners.runners.inprocess import kv_cache_length
 from device_runners.runners.native import RunnerBuild, build_runner
 from harness.artifacts import bundle
 from harness.artifacts import tokenizer as tok
-from harness.artifacts.cache import Artifact, Recipe, cache_key, ensure_artifact, kv_len_for
+from harness.artifacts.cache import Artifact, cache_key, ensure_artifact
+from harness.artifacts.recipe import Recipe, kv_len_for
 from models.registry import get_spec
 from tests.conftest import need_service
 

@@ -1,10 +1,12 @@
 """The adb transport against the protocol-level test device, through the real adb server: facts, pinning, exit
 codes, quoting, the device-side timeout, the content-addressed cache, verified pushes, full storage, a device
-that disappears, forwards and `python -m harness devices`."""
+that disappears, forwards, `python -m harness devices` and `devices --clean`, $ANDROID_SERIAL against a profile,
+and a push cut off by Ctrl-C."""
 
 import json
 import os
 import posixpath
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +21,8 @@ from device_runners.runners.native import RunnerBuild
 from device_runners.transports.adb import AdbAddress, AdbDeviceError, AdbTransport, DeviceLost, StorageFull
 from harness.common.files import sha256_file
 from harness.measure.bench import check_abi
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
+from tests.processes import ctrl_c_raises, gone, running
 
 
 @pytest.fixture
@@ -206,3 +209,125 @@ def test_devices_command_lists_attached_devices(fake_adb_device):
     assert row["model"] == "litert-bench test device" and row["abi"] == "x86_64"
     assert row["clusters"] == ["4×1704 MHz (cpu0-3)", "4×2367 MHz (cpu4-7)", "1×2914 MHz (cpu8)"]
     assert row["storage_free_mb"] > 0
+
+
+def test_android_serial_must_name_a_phone_of_the_profile(fake_adb_device, monkeypatch):
+    """--device pixel8 labels the figures "pixel8": $ANDROID_SERIAL naming another phone must not run under it."""
+    test_device = fake_adb_device()
+    monkeypatch.setenv("ANDROID_SERIAL", test_device.serial)
+    with pytest.raises(AdbDeviceError, match=rf"pixel8 \(Google Pixel 8\): \$ANDROID_SERIAL is {test_device.serial}, "
+                                             r"a litert_bench_test_device, not one of: Pixel 8; name it with "
+                                             rf"--device adb:{test_device.serial}"):
+        open_device("pixel8")
+    assert open_device("adb-test-device").transport.serial == test_device.serial  # its own profile: fine
+    assert open_device("android").transport.serial == test_device.serial  # the generic profile takes any phone
+
+
+def test_an_interrupted_push_leaves_no_part_file(device, tmp_path):
+    test_device, opened = device
+    model = tmp_path / "model.tflite"
+    model.write_bytes(os.urandom(128 << 20))  # long enough to be cut off in the middle
+    cache = test_device.root / "data/local/tmp/litert-bench/cache"
+
+    def ctrl_c_mid_push() -> None:
+        deadline = time.monotonic() + 120
+        while not list(cache.rglob("*.part")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with ctrl_c_raises(), pytest.raises(KeyboardInterrupt):
+        threading.Thread(target=ctrl_c_mid_push, daemon=True).start()
+        opened.transport.stage(model)
+    assert not list(cache.rglob("model.tflite*"))
+
+
+def test_devices_clean_stops_and_removes_what_dead_sessions_left(fake_adb_device, tmp_path, marker):
+    test_device = fake_adb_device()
+
+    def device_path(path: Path) -> str:
+        return "/" + str(path.relative_to(test_device.root))
+
+    litert = test_device.root / "data/local/tmp/litert-bench"
+    transport = open_device(test_device.name).transport
+
+    # The file cache: three folders, staged on three days, the oldest staged again just now; in two of them a
+    # push was cut off: an hour ago (stale), and one still being written (fresh).
+    staged = {}
+    for name in ["a.bin", "b.bin", "c.bin"]:
+        (tmp_path / name).write_bytes(os.urandom(1000))
+        staged[name] = (test_device.root / transport.stage(tmp_path / name).lstrip("/")).parent
+    (staged["b.bin"] / "old.tflite.part").write_bytes(b"x")
+    os.utime(staged["b.bin"] / "old.tflite.part", (time.time() - 3600,) * 2)
+    (staged["c.bin"] / "fresh.tflite.part").write_bytes(b"x")
+    for days_ago, name in [(3, "a.bin"), (2, "b.bin"), (1, "c.bin")]:
+        os.utime(staged[name], (time.time() - days_ago * 86400,) * 2)
+    transport.stage(tmp_path / "a.bin")
+
+    # A session killed in the middle of a run (SIGKILL: nothing of it ran), its runner still going on the device.
+    started = tmp_path / "started"
+    session = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from device_runners.device import open_device; "
+        "open_device(sys.argv[1]).transport.run([sys.executable, '-c', "
+        "'import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(300)', sys.argv[2], sys.argv[3]], "
+        "timeout=300)"), test_device.name, str(started), marker], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    session.kill()
+    session.wait()
+    [dead] = [f for f in litert.glob(f"run-*-{session.pid}-*")]
+    time.sleep(1)
+    assert running(marker), "the killed session's runner should still be going: it is what --clean stops"
+    # A process group id in the dead session's folder that now names a process of another folder: left alone.
+    bystander = subprocess.Popen(["sleep", "300"], cwd=tmp_path, start_new_session=True)
+    (dead / "9.pgid").write_text(f"{bystander.pid}\n")
+    # This live session's folder, and two of another machine's sessions: one active, one silent for two days.
+    assert transport.run(["true"], timeout=30).exit_code == 0
+    [live] = [f for f in litert.glob(f"run-*-{os.getpid()}-*")]
+    other_active = litert / "run-20250101-000000-lab_pc-17-abcdef"
+    other_silent = litert / "run-20250101-000000-lab_pc-18-abcdef"
+    other_active.mkdir()
+    other_silent.mkdir()
+    os.utime(other_silent, (time.time() - 2 * 86400,) * 2)
+
+    try:
+        out = run_cli("devices", "--clean", "--keep", "2", timeout=120)
+        assert out.returncode == 0, out.stderr
+        row = json.loads(out.stdout)
+        assert row["device"] == test_device.name and row["removed"] == {
+            "runs": sorted([device_path(dead), device_path(other_silent)]),
+            "parts": [device_path(staged["b.bin"] / "old.tflite.part")],
+            "cache": [device_path(staged["b.bin"])],
+        }
+        assert gone(marker), "--clean left the dead session's runner going"
+        assert bystander.poll() is None, "--clean killed a process group that was not the session's"
+        assert not dead.exists() and not other_silent.exists() and live.is_dir() and other_active.is_dir()
+        assert sorted(f.name for f in (litert / "cache").iterdir()) == sorted([staged["a.bin"].name,
+                                                                              staged["c.bin"].name])
+        assert (staged["c.bin"] / "fresh.tflite.part").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+        transport.close()
+
+    for name in ("a.bin", "c.bin"):
+        os.utime(staged[name], (time.time() - 3600,) * 2)
+    out = run_cli("devices", "--clean", "--older-than", "0.01", timeout=120)  # 14 minutes
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["removed"]["cache"] == sorted(device_path(staged[n]) for n in ("a.bin", "c.bin"))
+    assert not list((litert / "cache").iterdir())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--keep", "2"], "--keep and --older-than trim the device cache: they go with --clean"),
+    (["--clean", "--keep", "2", "--older-than", "3"], "argument --older-than: not allowed with argument --keep"),
+    (["--clean", "--keep", "-1"], "argument --keep: takes a number >= 0, got '-1'"),
+])
+def test_devices_clean_usage_errors(args, message, capsys):
+    from harness.cli import main
+
+    try:
+        code = main(["devices", *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2 and message in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 
 from device_runners.device import PROFILES, Device, profile_for_model
 from device_runners.runners.native import build_runner
-from device_runners.transports.base import DeviceFacts, RunResult, Transport
+from device_runners.transports.base import DeviceFacts, Job, RunResult, Transport
 from harness.measure.device_lock import device_lock
 
 
@@ -21,6 +21,7 @@ class FactsOnly(Transport):
     kind = "stub"
 
     def __init__(self, facts: DeviceFacts):
+        super().__init__()
         self._facts = facts
 
     def facts(self) -> DeviceFacts:
@@ -29,7 +30,10 @@ class FactsOnly(Transport):
     def stage(self, local: Path) -> str:
         raise NotImplementedError
 
-    def run(self, argv: Sequence[str], timeout: float, cpus: Sequence[int] = ()) -> RunResult:
+    def _execute(self, job: Job) -> RunResult:
+        raise NotImplementedError
+
+    def _kill(self, job: Job) -> None:
         raise NotImplementedError
 
     def read_files(self, globs: Sequence[str]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from harness.accuracy.thresholds import (
     load_thresholds,
     recipe_thresholds,
 )
-from harness.artifacts.cache import QUANTS
+from harness.artifacts.recipe import QUANTS
 from harness.store.store import Store
 from models.registry import get_spec
 

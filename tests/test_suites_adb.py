@@ -40,6 +40,12 @@ def test_suite_runs_on_the_device_through_adb(fake_adb_device, tmp_path):
     assert data["provenance"]["device"]["model"] == "litert-bench test device"
     assert set(data["provenance"]["sha256"]) == {"model", "runner", "runtime_lib"}
     assert (tmp_path / "report" / f"run-{int(row['run_id'])}.html").is_file()
+    # Device agreement (issue 13): the device's greedy tokens on the same file equal the host runner's.
+    checks = Store(str(tmp_path / "results.db")).accuracy_frame().set_index("check")
+    agreement = checks.loc[f"agreement:{device.name}"]
+    figures = json.loads(agreement["metrics"])
+    assert agreement["passed"] and figures["greedy_identical"] and figures["tokens"] == figures["host_tokens"]
+    assert len(figures["tokens"]) == 16 and figures["device"] == device.name
 
     # Everything went over adb: pushed into the cache, run in the run's folder, output pulled back.
     names = {p.rsplit("/", 1)[1] for p in device.pushed()}

@@ -48,8 +48,11 @@ def test_default_style_run_stores_every_cell_and_writes_the_report(tmp_path):
     assert report.count("tinyllama-tiny") >= 2 and "dynamic_int8" in report
     assert "litert-bench run" in out.stdout and "decode tok/s" in out.stdout  # the terminal table
 
-    again = run_suites(tmp_path)  # a rerun reuses every artifact
-    assert again.returncode == 0 and "converting" not in again.stdout + again.stderr
+    # A rerun reuses every artifact. -s: the cache's "converting ..." line goes to the session's stderr, which
+    # pytest would otherwise capture and show only for a failing test, so the check could never fail.
+    again = run_suites(tmp_path, "-s")
+    assert again.returncode == 0 and "litert-bench run" in again.stdout
+    assert "converting" not in again.stdout + again.stderr
 
 
 def test_crashing_runner_fails_its_cell_and_the_others_are_stored(tmp_path):

@@ -129,9 +129,16 @@ os.execvp(sys.argv[2], sys.argv[2:])
         return max(0, self.quota_bytes - used)
 
     # commands
+    @property
+    def _marker(self) -> str:
+        """An environment entry every command of this device inherits, and nothing else has: how kill_all finds
+        what they started in sessions of their own."""
+        return f"LITERT_BENCH_TEST_DEVICE={self.root}"
+
     def spawn(self, command: str, merge_stderr: bool) -> subprocess.Popen:
         env = {"PATH": f"{self.root}/system/bin:/usr/local/bin:/usr/bin:/bin", "HOME": f"{self.root}/data/local/tmp",
-               "TMPDIR": f"{self.root}/data/local/tmp", "LANG": "C.UTF-8"}
+               "TMPDIR": f"{self.root}/data/local/tmp", "LANG": "C.UTF-8", **dict([self._marker.split("=", 1)])}
+        # A session of its own, as adbd gives each shell.
         proc = subprocess.Popen(["/bin/sh", "-c", self.to_host(command)], cwd=self.root, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
@@ -148,14 +155,20 @@ os.execvp(sys.argv[2], sys.argv[2:])
         return 128 - code if code < 0 else code
 
     def hang_up(self, proc: subprocess.Popen) -> None:
-        """What adbd does when the host closes a running shell: SIGHUP to the command's process group."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGHUP)
+        """What adbd does when the host closes a running shell: SIGHUP to the shell process only. What the shell
+        started in a process group of its own outlives it, as it does on a phone."""
+        proc.send_signal(signal.SIGHUP)  # nothing once the shell has been reaped
 
     def kill_all(self) -> None:
+        """The device powers off: every command it runs ends, the shells' process groups and whatever they
+        started in sessions of their own."""
         with self._procs_lock:
             procs = list(self._procs)
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-
+        marker = self._marker.encode()
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            with contextlib.suppress(OSError):
+                if marker in environ.read_bytes().split(b"\0"):
+                    os.kill(int(environ.parent.name), signal.SIGKILL)

@@ -2,8 +2,13 @@
 
 On the device:
   /data/local/tmp/litert-bench/cache/<sha256 prefix>/NAME  pushed files, kept between runs and named by content,
-                                                            so a second run pushes nothing that is already there
-  /data/local/tmp/litert-bench/run-<id>/                    one session's working folder, removed by close()
+                                                            so a second run pushes nothing that is already there;
+                                                            a folder's mtime is when a session last staged it
+  /data/local/tmp/litert-bench/run-<time>-<host>-<pid>-<random>/
+                                                            one session's working folder, removed by close():
+                                                            N.stdout, N.stderr of run N, and N.pgid while run N
+                                                            may still be going (its process group's id)
+`python -m harness devices --clean` trims the cache and removes what sessions that died left behind (clean()).
 
 The traps of adbutils and adb this avoids (shared/FIELD_NOTES.md, "Devices"): a shell `timeout=` only bounds a
 socket read, so every command runs under the device's own `timeout -s KILL`; exit codes need shell v2; sync's
@@ -32,12 +37,22 @@ from adbutils.errors import AdbTimeout
 
 from device_runners.transports.base import (
     DeviceFacts,
+    Job,
     RunResult,
     Transport,
-    cpu_mask,
     parse_cpu_list,
 )
+from device_runners.transports.remote_runs import (
+    mib,
+    pid_alive,
+    plan_clean,
+    run_folder_name,
+    run_line,
+    stop_runs,
+    this_host,
+)
 from harness.common.files import local_sha256
+from harness.common.signals import signals_deferred
 
 ROOT = "/data/local/tmp/litert-bench"
 SYNC_DATA_MAX = 64 * 1024  # the most one sync DATA chunk may carry
@@ -45,6 +60,10 @@ SYNC_DATA_MAX = 64 * 1024  # the most one sync DATA chunk may carry
 COMMAND_TIMEOUT_S = 300
 # How long past the device-side timeout the host waits for an answer before giving up on the device.
 BACKSTOP_S = 30
+# Killing a run's process group and removing a failed push: short, since Ctrl-C and SIGTERM wait for them.
+STOP_TIMEOUT_S = 20
+# `devices --clean`: a .part nobody has written to for this long is a push that was cut off; a working folder of
+# another machine's session that has not changed for this long belongs to a session that is gone.
 _GLOB = re.compile(r"[\w/.*?\[\]-]+")  # what read_files passes to the device's shell unquoted
 
 
@@ -97,11 +116,12 @@ def attached(client: adbutils.AdbClient | None = None) -> list[adbutils.AdbDevic
 
 def find_serial(models: Sequence[str], what: str, client: adbutils.AdbClient | None = None) -> str:
     """The serial of the one attached device for a profile (`what` names it): $ANDROID_SERIAL, else the only
-    online device whose model is one of `models` (any model when empty)."""
-    if serial := os.environ.get("ANDROID_SERIAL"):
-        return serial
+    online device whose model is one of `models` (any model when empty). $ANDROID_SERIAL must name a device of
+    those models too: a profile's name labels the figures, so another phone must not measure under it."""
     online = [d for d in attached(client) if d.state == "device"]
     wanted = set(map(model_tag, models))
+    if serial := os.environ.get("ANDROID_SERIAL"):
+        return _check_android_serial(serial, online, models, what)
     matching = [d for d in online if not wanted or d.tags.get("model") in wanted]
     if len(matching) == 1:
         return matching[0].serial
@@ -111,17 +131,30 @@ def find_serial(models: Sequence[str], what: str, client: adbutils.AdbClient | N
                          "or set ANDROID_SERIAL")
 
 
+def _check_android_serial(serial: str, online: Sequence[adbutils.AdbDeviceInfo], models: Sequence[str],
+                          what: str) -> str:
+    device = next((d for d in online if d.serial == serial), None)
+    if device is None or not models:
+        return serial  # not online: opening it says what the adb server makes of it (absent, unauthorized, ...)
+    model = device.tags.get("model")
+    if model not in set(map(model_tag, models)):
+        raise AdbDeviceError(f"{what}: $ANDROID_SERIAL is {serial}, a {model or 'device of unknown model'}, not "
+                             f"one of: {', '.join(models)}; name it with --device adb:{serial} (its profile "
+                             "follows from its model) or unset ANDROID_SERIAL")
+    return serial
+
+
 class AdbTransport(Transport):
     kind = "adb"
 
     def __init__(self, name: str, address: AdbAddress):
+        super().__init__()
         self.name = name
         self.address = address
         self.serial = address.serial
         self._device = address.client().device(address.serial)
         self._sha256: dict[str, str] = {}  # device path → sha256 of what is there (pushed or checked this session)
         self._workdir: str | None = None
-        self._runs = 0
         try:
             state = self._device.get_state()
         except adbutils.AdbError as e:
@@ -167,46 +200,79 @@ class AdbTransport(Transport):
         devices = [d.serial for d in attached(self.address.client()) if d.state == "device"]
         return ", ".join(devices) or "none"
 
-    def run(self, argv: Sequence[str], timeout: float, cpus: Sequence[int] = ()) -> RunResult:
-        workdir = self._ensure_workdir()
-        self._runs += 1
-        out, err = f"{workdir}/{self._runs}.stdout", f"{workdir}/{self._runs}.stderr"
-        program = [str(a) for a in argv]
-        # `timeout` signals only its child, so it sits right above the program (taskset execs it).
-        command = ["timeout", "-s", "KILL", f"{timeout:g}", *(["taskset", cpu_mask(cpus)] if cpus else []), *program]
-        # A program's libraries are staged next to it (stage_together). Its RUNPATH says $ORIGIN, which old
-        # Android linkers ignore: LD_LIBRARY_PATH names the folder too.
-        env = f"LD_LIBRARY_PATH={shlex.quote(posixpath.dirname(program[0]))} " if "/" in program[0] else ""
-        line = f"cd {shlex.quote(workdir)} && {env}{shlex.join(command)} >{shlex.quote(out)} 2>{shlex.quote(err)}"
+    def _execute(self, job: Job) -> RunResult:
+        line = self._run_line(job)
+        workdir = self._workdir
         start = time.monotonic()
         try:
-            result = self._shell(line, timeout + BACKSTOP_S, f"running {shlex.join(program)}")
-        except AdbTimeout:
+            result = self._shell(line, job.timeout + BACKSTOP_S, f"running {shlex.join(job.argv)}")
+        except AdbTimeout:  # run() kills the group: the device may yet be reachable by a new command
             seconds = time.monotonic() - start
             return RunResult(-1, "", f"no answer from {self.name} within {seconds:.0f} s", seconds, True, line)
         seconds = time.monotonic() - start
         try:
-            stdout, stderr = self.pull_text(out), self.pull_text(err)
+            stdout, stderr = (self.pull_text(f"{workdir}/{job.number}.{kind}") for kind in ("stdout", "stderr"))
         except AdbDeviceError as e:
             raise AdbDeviceError(f"{e}\nthe device's shell said: {result.stderr.strip()}") from None
         # coreutils' timeout exits 137 after SIGKILL, toybox's 124; either, once the time is up, is a timeout.
-        timed_out = result.returncode in (124, 137) and seconds >= timeout
+        timed_out = result.returncode in (124, 137) and seconds >= job.timeout
         return RunResult(result.returncode, stdout, stderr + result.stderr, seconds, timed_out, line)
+
+    def _run_line(self, job: Job) -> str:
+        # A program's libraries are staged next to it (stage_together). Its RUNPATH says $ORIGIN, which old
+        # Android linkers ignore: run_line sets LD_LIBRARY_PATH to that folder too.
+        return run_line(self._ensure_workdir(), job)
+
+    def _kill(self, job: Job) -> None:
+        if self._workdir is not None:
+            self._sh(stop_runs(self._workdir, str(job.number)), f"stopping run {job.number}", STOP_TIMEOUT_S)
 
     def _ensure_workdir(self) -> str:
         if self._workdir is None:
-            workdir = f"{ROOT}/run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+            # Named by the machine and process that own it: `devices --clean` tells a live session's folder from
+            # a dead one's.
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            workdir = f"{ROOT}/{run_folder_name(stamp, secrets.token_hex(3))}"
             self._sh(f"mkdir -p {shlex.quote(workdir)}", "creating the working folder")
             self._workdir = workdir
         return self._workdir
 
-    def close(self) -> None:
+    def _cleanup(self) -> None:
         if self._workdir is None:
             return
         workdir, self._workdir = self._workdir, None
-        # A device that is gone keeps its folder (under /data/local/tmp/litert-bench, like the cache).
+        # Runs first, then the folder: a runner must not go on measuring after its folder is gone. A device that
+        # is gone keeps its folder (under /data/local/tmp/litert-bench, like the cache) for `devices --clean`.
         with contextlib.suppress(AdbDeviceError):
-            self._sh(f"rm -rf {shlex.quote(workdir)}", "removing the working folder", timeout=60)
+            self._sh(f"{stop_runs(workdir, '*')}; rm -rf {shlex.quote(workdir)}",
+                     "stopping its runs and removing the working folder", timeout=60)
+
+    def clean(self, keep: int | None = None, older_than_days: float | None = None) -> dict:
+        """What sessions that are gone left here: their working folders (after killing runs still going in them)
+        and pushes cut off (.part); with `keep`, all but the `keep` most recently staged cache folders; with
+        `older_than_days`, cache folders not staged for that long. What was removed, by kind."""
+        now, entries = self._listing()
+        plan = plan_clean(ROOT, now, entries, keep, older_than_days, this_host(), pid_alive)
+        if any(plan.values()):
+            script = [f"{stop_runs(folder, '*')}; rm -rf {shlex.quote(folder)}"
+                      for folder in plan["runs"]]
+            script += [f"rm -rf {' '.join(map(shlex.quote, plan['parts'] + plan['cache']))}"] if (
+                plan["parts"] or plan["cache"]) else []
+            script.append(f"rmdir {ROOT}/cache/* 2>/dev/null")  # folders left empty; rmdir keeps the others
+            self._sh("; ".join(script) + "; true", "cleaning the cache and old working folders")
+        return plan
+
+    def _listing(self) -> tuple[int, list[tuple[int, str]]]:
+        """The device's clock and (mtime, path) of every cache folder, .part and working folder."""
+        script = (f"date +%s; cd {ROOT} 2>/dev/null || exit 0; "
+                  f'for f in cache/* cache/*/*.part run-*; do [ -e "$f" ] && stat -c "%Y {ROOT}/%n" "$f"; done; true')
+        lines = self._sh(script, "listing the cache and working folders").stdout.splitlines()
+        entries = []
+        for line in lines[1:]:
+            mtime, _, path = line.partition(" ")
+            if mtime.isdigit() and path.startswith(f"{ROOT}/"):
+                entries.append((int(mtime), path))
+        return int(lines[0]), entries
 
     # files
     def stage(self, local: Path) -> str:
@@ -224,7 +290,7 @@ class AdbTransport(Transport):
             "".join(f"{p.name}\0{d}\0" for p, d in zip(paths, digests, strict=True)).encode()).hexdigest()
         folder = f"{ROOT}/cache/{key[:16]}"
         targets = [f"{folder}/{p.name}" for p in paths]
-        present = self._device_sha256(targets)
+        present = self._device_sha256(targets, used=folder)
         for path, digest, target in zip(paths, digests, targets, strict=True):
             if present.get(target) != digest:
                 self._push(path, target, digest)
@@ -239,9 +305,12 @@ class AdbTransport(Transport):
             self._sha256[device_path] = found[device_path]
         return self._sha256[device_path]
 
-    def _device_sha256(self, paths: Sequence[str]) -> dict[str, str]:
-        """{path: sha256} of those of `paths` that exist on the device, in one command."""
-        out = self._sh(f"sha256sum {' '.join(map(shlex.quote, paths))} 2>/dev/null; true", "hashing files").stdout
+    def _device_sha256(self, paths: Sequence[str], used: str | None = None) -> dict[str, str]:
+        """{path: sha256} of those of `paths` that exist on the device, in one command. `used`: a cache folder to
+        mark as staged now (its mtime), which `devices --clean --keep N` ranks by."""
+        touch = f"touch -c {shlex.quote(used)} 2>/dev/null; " if used else ""
+        out = self._sh(f"{touch}sha256sum {' '.join(map(shlex.quote, paths))} 2>/dev/null; true",
+                       "hashing files").stdout
         digests = {}
         for line in out.splitlines():
             digest, _, path = line.partition("  ")
@@ -259,22 +328,29 @@ class AdbTransport(Transport):
         size = local.stat().st_size
         free = self.free_bytes(posixpath.dirname(target))
         if free is not None and size > free:
-            raise StorageFull(f"{self.name}: no room for {local.name} ({_mib(size)}): {_mib(free)} free in "
+            raise StorageFull(f"{self.name}: no room for {local.name} ({mib(size)}): {mib(free)} free in "
                               f"{posixpath.dirname(target)}; free some storage on the device")
         part = f"{target}.part"
-        self._send(local, part, size)
+        try:
+            self._send(local, part, size)
+            self._check_push(local, part, size, digest)
+        except BaseException:  # Ctrl-C, a bad or refused push: no .part left behind while the device answers
+            with signals_deferred(), contextlib.suppress(AdbDeviceError):
+                self._sh(f"rm -f {shlex.quote(part)}", "removing an unfinished push", STOP_TIMEOUT_S)
+            raise
+        self._sh(f"mv -f {shlex.quote(part)} {shlex.quote(target)}", "moving a push into place")
+
+    def _check_push(self, local: Path, part: str, size: int, digest: str) -> None:
         out = self._sh(f"stat -c %s {shlex.quote(part)} && sha256sum {shlex.quote(part)}", "checking a push").stdout
         lines = out.split()
         got_size, got_digest = (int(lines[0]), lines[1]) if len(lines) >= 2 and lines[0].isdigit() else (None, None)
         if (got_size, got_digest) != (size, digest):
-            self._sh(f"rm -f {shlex.quote(part)}", "removing a bad push")
             raise AdbDeviceError(f"{self.name}: the push of {local} is incomplete: the device holds {got_size} bytes "
                                  f"(sha256 {str(got_digest)[:12]}), sent {size} (sha256 {digest[:12]})")
-        self._sh(f"mv -f {shlex.quote(part)} {shlex.quote(target)}", "moving a push into place")
 
     def _send(self, local: Path, remote: str, size: int) -> None:
         """sync SEND in 64 KiB chunks, reading adbd's FAIL message when it refuses (adbutils drops it)."""
-        what = f"pushing {local.name} ({_mib(size)}) to {remote}"
+        what = f"pushing {local.name} ({mib(size)}) to {remote}"
         try:
             with self._device.open_transport(timeout=COMMAND_TIMEOUT_S) as c:
                 c.send_command("sync:")
@@ -363,6 +439,3 @@ class AdbTransport(Transport):
                 current.append(line)
         return {key: "\n".join(lines).strip() for key, lines in sections.items()}
 
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from device_runners.transports.state import STATE_GLOBS, DeviceState, parse_state
+from harness.common.signals import signals_deferred
 
 
 @dataclasses.dataclass
@@ -47,8 +51,28 @@ class DeviceFacts:
         return [f"{len(cpus)}×{khz // 1000} MHz (cpu{format_cpu_list(cpus)})" for khz, cpus in sorted(groups.items())]
 
 
+@dataclasses.dataclass
+class Job:
+    """One run of a program on a device, tracked until its process group is known to be gone."""
+
+    number: int  # 1, 2, ... in this transport's session: names the run's files on the device
+    argv: list[str]
+    timeout: float
+    cpus: list[int]
+    pgid: int | None = None  # where the host itself knows it (the host transport); adb records it on the device
+    handle: Any = None  # the transport's own handle of the running program (the host's Popen)
+
+
 class Transport(abc.ABC):
+    """A device. `run` and `close` are fixed here, so that every transport stops what it started: a transport
+    implements `_execute` (start the program in a process group of its own and wait for it) and `_kill` (kill
+    that group on the device), and `_cleanup` when it leaves files there."""
+
     kind: str
+
+    def __init__(self) -> None:
+        self._numbers = itertools.count(1)
+        self._unfinished: dict[int, Job] = {}  # started, and not yet known to have ended with their group
 
     @property
     def identity(self) -> str:
@@ -63,9 +87,46 @@ class Transport(abc.ABC):
         """Stage files into one folder on the device: a program next to its libraries (RUNPATH $ORIGIN)."""
         return [self.stage(f) for f in files]  # right for transports that use files in place
 
-    @abc.abstractmethod
     def run(self, argv: Sequence[str], timeout: float, cpus: Sequence[int] = ()) -> RunResult:
-        """Run argv on the device, pinned to `cpus` when given, killed on the device after `timeout` s."""
+        """Run argv on the device, pinned to `cpus` when given, killed on the device after `timeout` s.
+
+        Whatever ends the wait early (a host-side timeout, Ctrl-C, SIGTERM, which suites/plugin turns into
+        KeyboardInterrupt, a lost device), the program's process group is killed on the device before this
+        returns or raises, so nothing is deleted or unlocked under a program that still runs."""
+        job = Job(next(self._numbers), [str(a) for a in argv], timeout, list(cpus))
+        self._unfinished[job.number] = job
+        try:
+            result = self._execute(job)
+        except BaseException:
+            self._stop(job)
+            raise
+        if result.timed_out:  # a device's `timeout` signals the program only, not what the program started
+            self._stop(job)
+        else:
+            self._unfinished.pop(job.number, None)
+        return result
+
+    @abc.abstractmethod
+    def _execute(self, job: Job) -> RunResult:
+        """Start job.argv in a process group of its own (recording its id where `_kill` finds it), wait for it."""
+
+    @abc.abstractmethod
+    def _kill(self, job: Job) -> None:
+        """SIGKILL the job's process group on the device (nothing when it never started or is gone); raise when
+        the device cannot be told."""
+
+    def _stop(self, job: Job) -> None:
+        """Kill a job's group, with Ctrl-C and SIGTERM held until it is done. A device that cannot be told keeps
+        the job on the list, for close() to try again."""
+        with signals_deferred():
+            try:
+                self._kill(job)
+            except Exception as e:  # the caller's own exception, if any, is what the user needs to see first
+                print(f"could not stop run {job.number} ({job.argv[0]}) on {self.identity}: {e}; it may still be "
+                      "running there (`python -m harness devices --clean` stops it once the device answers)",
+                      file=sys.stderr, flush=True)
+                return
+        self._unfinished.pop(job.number, None)
 
     @abc.abstractmethod
     def facts(self) -> DeviceFacts: ...
@@ -81,7 +142,14 @@ class Transport(abc.ABC):
     def state(self) -> DeviceState:
         return parse_state(self.read_files(STATE_GLOBS))
 
-    def close(self) -> None:  # noqa: B027 - optional hook: transports with remote state clean up here
+    def close(self) -> None:
+        """Stop every run that may still be going, then remove what this session left on the device."""
+        with signals_deferred():
+            for job in list(self._unfinished.values()):
+                self._stop(job)
+            self._cleanup()
+
+    def _cleanup(self) -> None:  # noqa: B027 - optional hook: transports with remote state clean up here
         pass
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import platform
@@ -12,8 +13,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from device_runners.transports.base import DeviceFacts, RunResult, Transport, cpu_mask
+from device_runners.transports.base import DeviceFacts, Job, RunResult, Transport, cpu_mask
 from harness.common.files import local_sha256
+from harness.common.signals import signals_deferred
 
 # Grace between the device-side timeout (coreutils `timeout`) and our own kill of the process group.
 _BACKSTOP_S = 15
@@ -27,28 +29,36 @@ class HostTransport(Transport):
             raise FileNotFoundError(f"no such file: {local}")
         return str(Path(local).resolve())
 
-    def run(self, argv: Sequence[str], timeout: float, cpus: Sequence[int] = ()) -> RunResult:
+    def _execute(self, job: Job) -> RunResult:
         # Same shape as on a phone: `timeout` kills the runner on the device side even if we are gone.
-        cmd = ["timeout", "-k", "5", f"{timeout:g}"]
-        if cpus:
-            cmd += ["taskset", cpu_mask(cpus)]
-        cmd += [str(a) for a in argv]
+        cmd = ["timeout", "-k", "5", f"{job.timeout:g}"]
+        if job.cpus:
+            cmd += ["taskset", cpu_mask(job.cpus)]
+        cmd += job.argv
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, env=_runner_env())
+        with signals_deferred():  # a Ctrl-C between the fork and the bookkeeping would leave an unknown group
+            # A session of its own: its process group (id = its pid) holds all the runner starts, and no
+            # Ctrl-C at the terminal reaches it except through _kill.
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                    env=_runner_env())
+            job.pgid, job.handle = proc.pid, proc
         try:
-            out, err = proc.communicate(timeout=timeout + _BACKSTOP_S)
+            out, err = proc.communicate(timeout=job.timeout + _BACKSTOP_S)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            self._kill(job)
             out, err = proc.communicate()
-        except BaseException:  # Ctrl-C: leave nothing running
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
         seconds = time.monotonic() - start
         # coreutils timeout exits 124 when it had to stop the command (137 when it needed SIGKILL).
-        timed_out = proc.returncode in (124, 137) or seconds >= timeout + _BACKSTOP_S
-        return RunResult(proc.returncode, out, err, seconds, timed_out, shlex.join(cmd))
+        timed_out = proc.returncode in (124, 137) or seconds >= job.timeout + _BACKSTOP_S
+        # Bytes that are not UTF-8 must not cost the runner's error message.
+        return RunResult(proc.returncode, _text(out), _text(err), seconds, timed_out, shlex.join(cmd))
+
+    def _kill(self, job: Job) -> None:
+        if job.pgid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # the whole group has ended already
+            os.killpg(job.pgid, signal.SIGKILL)
+        job.handle.wait()  # reaped: no zombie
 
     def read_files(self, globs: Sequence[str]) -> dict[str, str]:
         out = {}
@@ -81,6 +91,10 @@ def _runner_env() -> dict[str, str]:
     # PyTorch/OpenMP settings of the parent must not leak into the runner's timing.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "KMP_", "MKL_"))}
     return env
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def _read(path: str) -> str | None:

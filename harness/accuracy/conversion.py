@@ -11,7 +11,8 @@ from litert_torch.generative.layers import kv_cache as kv_utils
 
 from harness.accuracy.drift import run_prompts
 from harness.accuracy.reauthoring import prompt_tokens
-from harness.artifacts.cache import Artifact, Recipe, ensure_artifact, kv_len_for
+from harness.artifacts.cache import Artifact, ensure_artifact
+from harness.artifacts.recipe import Recipe, kv_len_for
 from models.spec import ModelSpec
 from models.weights import build_model
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from harness.accuracy.thresholds import judge, recipe_thresholds
-from harness.artifacts.cache import QUANTS, Artifact, Recipe, ensure_artifact, kv_len_for
+from harness.artifacts.cache import Artifact, ensure_artifact
+from harness.artifacts.recipe import QUANTS, Recipe, kv_len_for
 from models.spec import ModelSpec
 
 # ---------------------------------------------------------------------------------------------- prompts

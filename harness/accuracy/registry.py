@@ -14,7 +14,7 @@ CHECKS = ("reauthoring", "conversion", "drift")
 
 
 def drift_quants() -> tuple[str, ...]:
-    from harness.artifacts.cache import QUANTS
+    from harness.artifacts.recipe import QUANTS
 
     return tuple(q for q in QUANTS if q != "none")
 

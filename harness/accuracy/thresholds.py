@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts.cache import QUANTS
+from harness.artifacts.recipe import QUANTS
 from harness.common.files import REPO_ROOT
 
 DEFAULT_FILE = REPO_ROOT / "accuracy.toml"

@@ -1,6 +1,6 @@
 """Every option of the harness, declared once: name, type, default, help and what values are valid.
 
-The pytest plugin (suites/plugin), the CLI (harness/cli.py), the session's Settings, the measurement's Workload
+The pytest plugin (suites/plugin), the CLI (harness/cli/), the session's Settings, the measurement's Workload
 and the in-process runner take their defaults from here, and a test holds the native runner's own defaults to
 the same numbers. Values arrive as text (a command line) and are parsed by `Option.parse`, which names the
 option and the valid values on bad input. Options whose valid values live in a later stage (model families,
@@ -65,7 +65,7 @@ class Option:
         try:
             value = _PARSERS[self.kind](text)
         except ValueError as e:
-            raise OptionError(f"{self.flag}: {e}") from None
+            raise OptionError(f"{self.flag} {e}") from None
         numbers = value if isinstance(value, tuple) and self.kind in ("ints", "cpus") else (value,)
         if self.minimum is not None and any(n < self.minimum for n in numbers):
             raise OptionError(f"{self.flag} must be >= {self.minimum:g}, got {text!r}")

@@ -80,7 +80,10 @@ def workload_name(rec: dict) -> str:
 
 
 def cell_name(rec: dict) -> str:
-    """model · quant · device · workload, the way people name a cell (the store's rows carry no id)."""
+    """model · quant · device · workload, the way people name a cell (the store's rows carry no id); an
+    accuracy row: model · quant · check."""
+    if "check" in rec:
+        return f"{rec['model']} · {rec['quant']} · {rec['check']}"
     return f"{rec['model']} · {rec['quant']} · {rec['device']} · {workload_name(rec)}"
 
 
@@ -103,11 +106,6 @@ def samples(rec: dict, metric: str) -> list[float]:
         if reps:
             return reps
     return [] if missing(rec.get(metric)) else [float(rec[metric])]
-
-
-def accuracy(rec: dict) -> dict[str, float]:
-    """Accuracy figures a cell carries (data["accuracy"]: name → value), when an accuracy suite stored them."""
-    return {k: float(v) for k, v in stored_data(rec).get("accuracy", {}).items()}
 
 
 def compare(rec: dict, base: dict, settings: dict[str, float], metric: str) -> stats.Comparison | None:
@@ -146,15 +144,6 @@ def _baseline_checks(rec: dict, base: dict, settings: dict[str, float]) -> list[
         if result is not None:
             checks.append(Check(name, "baseline", not result.fails,
                                 f"{metric.label} {result.describe(metric.unit)}", result))
-    drift_limit = settings.get("max_accuracy_drift")
-    old = accuracy(base)
-    for name, value in accuracy(rec).items():
-        if name in old:
-            drift = round(abs(value - old[name]), 12)  # 0.96 - 0.94 is 0.0200000000000000018 in floats
-            ok = drift_limit is None or drift <= drift_limit
-            limit = "" if drift_limit is None else f" {'<=' if ok else '>'} {drift_limit:g}"
-            checks.append(Check(name, "accuracy", ok,
-                                f"accuracy {name} {value:.4g} vs baseline {old[name]:.4g} (drift {drift:.4g}{limit})"))
     return checks
 
 
@@ -176,6 +165,9 @@ def evaluate_cell(rec: dict, baseline: list[dict] | None, config: GateConfig) ->
         error = (rec.get("error") or "").strip().splitlines()
         return CellVerdict(rec, (Check("status", "status", False, f"cell {rec['status']}: "
                                                                    f"{error[0] if error else 'no error text'}"),))
+    if rec.get("emulated") == True:  # noqa: E712 - numpy bools too. An emulator's speed measures nothing
+        return CellVerdict(rec, (Check("emulated", "status", True, "emulated device: speed not judged"),),
+                           note="emulated: not compared")
     settings = config.settings_for(rec)
     checks = _limit_checks(rec, settings)
     if baseline is None:

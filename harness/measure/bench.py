@@ -101,7 +101,8 @@ class Measurement:
             "prefill_cv_pct": self.spread["prefill_tok_s"]["cv_pct"], "decode_cv_pct": decode["cv_pct"],
             "decode_ci_low": decode["ci95"][0], "decode_ci_high": decode["ci95"][1],
             "warnings": "\n".join(self.warnings) or None,
-            **{k: self.roofline[k] for k in ("bandwidth_gb_s", "decode_bandwidth_share", "prefill_gflop_s")},
+            **{k: self.roofline[k] for k in ("bandwidth_gb_s", "decode_bandwidth_share", "cache_resident",
+                                             "prefill_gflop_s")},
         }
 
     def to_json(self) -> dict:

@@ -37,6 +37,8 @@ class CellResult:
     depth: int = figure("depth", fmt="{:.0f}")
     threads: int = figure("thr", fmt="{:.0f}")
     cpus: str = text("cpus")
+    # Measured on an emulator (qemu-arm64): what it computed counts, its speed does not (never gated, greyed).
+    emulated: bool = text("emulated", "bool")
     # how it went
     status: str = text("status")  # ok | failed
     error: str = text("error")
@@ -55,7 +57,8 @@ class CellResult:
     warnings: str = text("warnings")  # newline-separated: throttling, frequency drops, wide spread
     # the roofline
     bandwidth_gb_s: float = figure("BW GB/s")
-    decode_bandwidth_share: float = figure("bw share", fmt="{:.0%}")
+    decode_bandwidth_share: float = figure("bw share", fmt="{:.0%}")  # None when cache-resident
+    cache_resident: bool = text("cache-resident", "bool")  # decode read faster than the memory probe
     prefill_gflop_s: float = figure("prefill GFLOP/s")
     # which bytes ran
     artifact_sha256: str = text("artifact sha256")

@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import TYPE_CHECKING
 
-from device_runners.device import open_device
-from harness.artifacts.cache import Recipe, ensure_artifact
+from device_runners.device import Device, open_device
+from device_runners.runners.native import RunnerBuild, build_runner, prebuilt_runner
+from harness.accuracy.agreement import DECODE, PREFILL, check_agreement
+from harness.accuracy.registry import run_check
+from harness.artifacts.cache import ensure_artifact
+from harness.artifacts.recipe import Recipe, kv_len_for
 from harness.gate.judge import CellVerdict
-from harness.gate.verdicts import judge
+from harness.gate.verdicts import judge, judge_accuracy
 from harness.measure.bench import Measurement
 from harness.measure.device_bench import DeviceBench
 from harness.measure.metrics import CellResult
 from harness.measure.provenance import HARNESS_VERSION, git_commit
 from harness.run.settings import AccuracyCell, Cell, Settings
-from harness.store.store import Store
+from harness.store.store import Store, StoreError
 from models.registry import get_spec
-
-if TYPE_CHECKING:
-    from device_runners.device import Device
-    from device_runners.runners.native import RunnerBuild
+from models.spec import ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,15 @@ class MeasuredCell:
     result_id: int
     result: CellResult
     measurement: Measurement
+
+
+def _keep_cause(error: BaseException, store_failure) -> None:
+    """Store a failed cell's row; when even that fails (spilled, or lost), the cell's own error stays the one
+    raised and says so in a note."""
+    try:
+        store_failure()
+    except StoreError as e:
+        error.add_note(str(e))
 
 
 class BenchSession:
@@ -71,8 +80,6 @@ class BenchSession:
         return self._benches[name]
 
     def runner_for(self, device: Device) -> RunnerBuild:
-        from device_runners.runners.native import build_runner, prebuilt_runner
-
         target = device.profile.runner_target
         if target not in self._runners:
             if self.settings.runner_bin:
@@ -94,26 +101,37 @@ class BenchSession:
             measurement = bench.measure(artifact.path, self.settings.workload(cell), artifact.meta.get("compute"))
         except BaseException as e:  # Ctrl-C included: record what happened to this cell, keep the rest
             result.status, result.error = "failed", f"{type(e).__name__}: {e}"
-            store.add_result(run_id, result)
+            _keep_cause(e, lambda: store.add_result(run_id, result))
             raise
-        result = dataclasses.replace(result, status="ok", **measurement.figures())
+        # A row the database refuses goes to a spill file: SpilledError fails the cell naming the file.
+        result = dataclasses.replace(result, status="ok", emulated=bench.device.profile.emulated,
+                                     **measurement.figures())
         data = measurement.to_json() | {"device_facts": dataclasses.asdict(bench.device.facts),
                                         "artifact": artifact.meta, "cooldown_s": round(bench.waited_s, 2)}
         return MeasuredCell(store.add_result(run_id, result, data), result, measurement)
 
-    def check_accuracy(self, cell: AccuracyCell) -> dict:
-        """Run one accuracy check and store its figures under this session's run, pass or fail."""
-        from harness.accuracy.registry import run_check
-
+    def check_accuracy(self, cell: AccuracyCell) -> tuple[dict, CellVerdict]:
+        """Run one accuracy check, store its figures under this session's run, pass or fail, and judge the row
+        once (its bounds; with a baseline, its drift from the baseline run's same check)."""
         spec = get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
         store, run_id = self.store, self.run_id
         try:
-            result = run_check(spec, cell.check, cell.quant, self.settings.accuracy_thresholds)
+            result = self._run_check(spec, cell)
         except Exception as e:  # a check that crashed is a failed row, not a missing one
-            store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.check, {}, [f"{type(e).__name__}: {e}"])
+            failure = [f"{type(e).__name__}: {e}"]
+            _keep_cause(e, lambda: store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.stored_check,
+                                                      {}, failure))
             raise
-        store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.check, result, result["failures"])
-        return result
+        row = store.add_accuracy(run_id, spec.name, cell.quant or "none", cell.stored_check, result,
+                                 result["failures"])
+        return result, judge_accuracy(store, row, run_id, self.settings.baseline_run, self.settings.gate)
+
+    def _run_check(self, spec: ModelSpec, cell: AccuracyCell) -> dict:
+        if cell.check == "agreement":  # the device's runner against the host's, on the same file
+            recipe = Recipe(cell.quant, PREFILL, kv_len_for(PREFILL, DECODE))
+            artifact = ensure_artifact(spec, recipe, log=self.log)
+            return check_agreement(spec.name, self.device_bench(cell.device), self.device_bench("host"), artifact)
+        return run_check(spec, cell.check, cell.quant, self.settings.accuracy_thresholds)
 
     def gate(self, result_id: int) -> CellVerdict:
         """Judge a stored cell once against the gate's limits and, when one was chosen, the baseline run; the

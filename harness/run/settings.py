@@ -8,7 +8,7 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-from harness.artifacts.cache import kv_len_for
+from harness.artifacts.recipe import kv_len_for
 from harness.common.options import default
 from harness.gate.config import GateConfig
 from harness.measure.bench import Workload
@@ -40,12 +40,18 @@ class Cell:
 class AccuracyCell:
     model: str
     size: str
-    check: str  # reauthoring | conversion | drift (harness/accuracy/registry.py)
-    quant: str | None = None  # drift only
+    check: str  # reauthoring | conversion | drift (harness/accuracy/registry.py) | agreement
+    quant: str | None = None  # drift and agreement
+    device: str | None = None  # agreement: the device whose tokens are held to the host's
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.size}-{self.check}" + (f"-{self.quant}" if self.quant else "")
+        return "-".join(filter(None, (self.model, self.size, self.check, self.quant, self.device)))
+
+    @property
+    def stored_check(self) -> str:
+        """The check's name in the accuracy table: one agreement row per device."""
+        return f"{self.check}:{self.device}" if self.device else self.check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +87,13 @@ class Settings:
             self.models, self.quants, self.devices, self.prefill, self.decode, self.threads, self.depth)]
 
     def accuracy_cells(self) -> list[AccuracyCell]:
-        """Per model: vs transformers, vs its .tflite, then drift of each quantized recipe vs fp32."""
-        return [AccuracyCell(m, self.size, check, quant) for m in self.accuracy_models
-                for check, quant in [("reauthoring", None), ("conversion", None),
-                                     *(("drift", q) for q in self.quants if q != "none")]]
+        """Per model: vs transformers, vs its .tflite, then drift of each quantized recipe vs fp32; per device
+        other than the host, each recipe's greedy tokens there against the host runner's on the same file."""
+        return [AccuracyCell(m, self.size, check, quant, device) for m in self.accuracy_models
+                for check, quant, device in [
+                    ("reauthoring", None, None), ("conversion", None, None),
+                    *(("drift", q, None) for q in self.quants if q != "none"),
+                    *(("agreement", q, d) for d in self.devices if d != "host" for q in self.quants)]]
 
     def workload(self, cell: Cell) -> Workload:
         return Workload(cell.prefill, cell.decode, cell.threads, self.warmup, self.reps, cell.depth, self.cpus,

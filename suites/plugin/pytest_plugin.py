@@ -6,14 +6,18 @@ Registered by the repository's root conftest.py (pytest's documented pytest_addo
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 from harness.common.options import OPTIONS, OptionError
+from harness.common.signals import interrupt_on_termination, signals_deferred
 from harness.gate.config import GateConfig, GateConfigError, config_from
 from harness.gate.judge import CellVerdict
-from harness.gate.verdicts import run_verdicts
+from harness.gate.verdicts import accuracy_verdicts, run_verdicts
 from harness.run.session import BenchSession, MeasuredCell
 from harness.run.settings import Cell, Settings
 
@@ -29,13 +33,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _choices(name: str, given: tuple[str, ...]) -> list[str]:
     """The valid values of an option whose choices live in a later stage than the registry."""
-    from device_runners.device import is_adb_name, known_devices
-    from harness.artifacts.cache import QUANTS
+    from device_runners.device import is_address_name, known_devices
+    from harness.artifacts.recipe import QUANTS
     from models.registry import FAMILIES
     from models.spec import SIZES
 
     return {"models": sorted(FAMILIES), "quants": list(QUANTS), "sizes": list(SIZES),
-            "devices": [*known_devices(), *filter(is_adb_name, given)]}[name]
+            "devices": [*known_devices(), *filter(is_address_name, given)]}[name]
 
 
 def _values(config: pytest.Config) -> dict:
@@ -121,6 +125,59 @@ def _accuracy_thresholds(path: str | None) -> Path | None:
 def pytest_configure(config: pytest.Config) -> None:
     # The markers (performance, accuracy, conversion, full) are declared once, in pyproject.toml.
     config.stash[SETTINGS] = settings_from(config)
+    _check_report_dir(config.stash[SETTINGS].report_dir)
+    config.stash[_TERMINATION] = interrupt_on_termination()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for sig, handler in config.stash.get(_TERMINATION, {}).items():
+        signal.signal(sig, handler)
+
+
+_TERMINATION = pytest.StashKey[dict]()
+
+
+def _check_report_dir(folder: Path) -> None:
+    """Now, not after minutes of measuring: a report folder that cannot be made or written is a usage error."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise pytest.UsageError(f"--report {folder}: cannot make the report folder there, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"--report {folder}: cannot write the report folder, {existing} is not writable")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # xdist: the controller imports, once
+        _import_spilled(session.config)
+
+
+def _import_spilled(config: pytest.Config) -> None:
+    """Cells an earlier session measured but could not store (spill files beside the database) go in now."""
+    from harness.store.store import Store, StoreError, pending_spills
+
+    results_db = config.stash[SETTINGS].results_db
+    if not pending_spills(results_db):  # the usual case: no database opened, no run recorded
+        return
+    say, store = _say(config), None
+    try:
+        store = Store(results_db)
+        imported, problems = store.import_spilled()
+    except StoreError as e:  # still locked, say: the files stay for the next session
+        say(f"spilled cells not imported yet: {e}")
+        return
+    finally:
+        if store is not None:
+            store.close()
+    say(f"imported {len(imported)} cells spilled by an earlier session into {store.url}")
+    for problem in problems:
+        say(f"spill file not imported: {problem}")
+
+
+def _say(config: pytest.Config):
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return reporter.write_line if reporter is not None else (lambda line: print(line, file=sys.stderr))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -166,9 +223,23 @@ def gate(bench_session: BenchSession):
 def pytest_sessionfinish(session: pytest.Session) -> None:
     bench = session.config.stash.get(SESSION, None)
     if bench is not None:
-        bench.close()
+        with signals_deferred():  # a second Ctrl-C must not cost the run its finish time or leave its runners
+            bench.close()
         if bench.run_id is not None and not hasattr(session.config, "workerinput"):  # xdist: the controller's
-            session.config.stash[_REPORTS] = write_reports(bench)
+            _write_reports_or_say_why(session, bench)
+
+
+def _write_reports_or_say_why(session: pytest.Session, bench: BenchSession) -> None:
+    """A report that cannot be written is one line at the end and a failed exit, not an INTERNALERROR: the
+    run's figures are stored already."""
+    from reports.render import ReportError
+
+    try:
+        session.config.stash[_REPORTS] = write_reports(bench)
+    except ReportError as e:
+        session.config.stash[_REPORT_ERROR] = f"{e}; the run's results are stored in {bench.store.url}"
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def write_reports(bench: BenchSession) -> list[Path]:
@@ -181,6 +252,7 @@ def write_reports(bench: BenchSession) -> list[Path]:
 
 
 _REPORTS = pytest.StashKey[list[Path]]()
+_REPORT_ERROR = pytest.StashKey[str]()
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -198,15 +270,19 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if len(checks):
         terminalreporter.section("accuracy")
         terminalreporter.write_line(format_accuracy(checks))
-    # From the store, not from the cells' tests: pytest-xdist workers judged theirs in other processes.
+    # From the store, not from the cells' tests: every cell and check was judged (and its verdict stored) when
+    # it was measured, pytest-xdist workers' cells in other processes.
     settings = bench.settings
-    if len(results):  # an accuracy-only run has no speed cells to gate
-        verdicts = run_verdicts(bench.store, bench.run_id, settings.baseline_run, settings.gate)
+    verdicts = (run_verdicts(bench.store, bench.run_id, settings.baseline_run, settings.gate)
+                + accuracy_verdicts(bench.store, bench.run_id, settings.baseline_run, settings.gate))
+    if verdicts:
         terminalreporter.section("release gate")
         terminalreporter.write_line(publish(verdicts, bench.run_id, settings.baseline_run, settings.gate.source))
     terminalreporter.write_line(f"results: {bench.store.url}")
     for path in config.stash.get(_REPORTS, []):
         terminalreporter.write_line(f"report:  {path}")
+    if _REPORT_ERROR in config.stash:
+        terminalreporter.write_line(f"error: {config.stash[_REPORT_ERROR]}", red=True, bold=True)
 
 
 __all__ = ["Cell"]

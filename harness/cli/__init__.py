@@ -7,7 +7,14 @@
   gate     --results-db URL --run ID --baseline REF [--thresholds gate.toml] [--update-baseline NAME]
                                                 → the release gate: exit 1 on a failing cell or a regression
   export   --results-db URL [--run ID | --all] --format csv|json|md → the results in one schema
+  store import --results-db URL [SPILL.json ...]
+                                                → cells that could not be stored (spilled beside the database)
+  build-runner --target host|linux-arm64|android-arm64            → builds the native runner (cached); prints
+                                                  the binary's path
   devices                                                           → the host and every attached adb device
+  devices  --clean [--keep N | --older-than DAYS]
+                                                → on every attached adb device: stop and remove what dead
+                                                  sessions left, and trim the pushed-file cache
   bundle   --model NAME --quant Q --format litertlm,task --out DIR  → .litertlm / .task with a SentencePiece
                                                   tokenizer trained offline; prints their contents as JSON
   verify   --model NAME --size tiny [--checkpoint-dir DIR] [--checks reauthoring,conversion,drift]
@@ -25,7 +32,11 @@ import os
 import sys
 from pathlib import Path
 
-from harness.common.options import OPTIONS, Option, OptionError, first_default
+from harness.cli.args import parser
+from harness.common.signals import interrupt_on_termination
+
+# Each command imports the stages it uses inside its function: models/ and harness/artifacts/ load torch,
+# litert-torch and TensorFlow (seconds), reports/ loads matplotlib, and `harness gate` or `export` need none.
 
 EXIT_USAGE = 2
 
@@ -34,110 +45,15 @@ class CliError(Exception):
     """A one-line error for the user; exit code 1."""
 
 
-def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results-db", default="results/results.db", help="file path or SQLAlchemy URL")
-    p.add_argument("--run", type=int, default=None, help="run id [the latest]")
+def cmd_build_runner(args: argparse.Namespace) -> None:
+    from device_runners.runners.native import build_runner
 
-
-def _add(p: argparse.ArgumentParser, *names: str, **override) -> None:
-    """Options from the registry (harness/common/options.py), one value each where the suites take lists."""
-    for name in names:
-        option = OPTIONS[name]
-        default = override.get(name, first_default(name))
-        shown = f" [{default}]" if default is not None else ""
-        p.add_argument(option.flag, type=_one(option), default=default, help=option.help.split(";")[0] + shown)
-
-
-def _one(option: Option):
-    """argparse type: the option's parser; where the suites take a list, the CLI takes exactly one value."""
-    def parse(text: str):
-        try:
-            value = option.parse(text)
-        except OptionError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        if isinstance(value, tuple) and option.kind != "cpus":
-            if len(value) != 1:
-                raise argparse.ArgumentTypeError(f"{option.flag} takes one value here, got {text!r}")
-            return value[0]
-        return value
-    return parse
-
-
-def _add_lengths(p: argparse.ArgumentParser, prefill_default: int | None) -> None:
-    _add(p, "prefill", "decode", prefill=prefill_default)
-
-
-def parser() -> argparse.ArgumentParser:
-    from device_runners.device import known_devices
-    from reports.printers import PRINTERS
-
-    ap = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("convert", help="convert a model to a prefill+decode .tflite (cached)")
-    c.add_argument("--model", required=True, help="model family (see `models/registry.py`)")
-    c.add_argument("--size", default="tiny", help="tiny | full [tiny]")
-    # Not listed here: importing the recipes imports litert-torch and TensorFlow (seconds) for every command.
-    c.add_argument("--quant", default="dynamic_int8", help="quantization recipe; a wrong one lists the valid "
-                                                           "ones [dynamic_int8]")
-    _add_lengths(c, 128)
-    c.add_argument("--kv-len", type=int, default=None, help="KV cache length [prefill+decode, rounded up to 128]")
-    c.add_argument("--checkpoint-dir", type=Path, default=None, help="local HF safetensors checkpoint")
-    _add(c, "seed")
-
-    b = sub.add_parser("bench", help="run the native runner on an artifact and print its figures")
-    b.add_argument("artifact", type=Path)
-    b.add_argument("--device", default="host", help=f"one of: {', '.join(known_devices())} [host]")
-    _add_lengths(b, None)
-    _add(b, "threads", "depth", "cpus", "bandwidth_probe_mb", "reps", "warmup", "runner_timeout")
-    b.add_argument("--timeout", dest="runner_timeout", type=_one(OPTIONS["runner_timeout"]),
-                   default=argparse.SUPPRESS, help="the same as --runner-timeout")
-    b.add_argument("--runner-bin", type=Path, default=None, help="a prebuilt runner binary")
-    b.add_argument("--json", action="store_true", help="print JSON (medians, samples, spread, device facts)")
-
-    r = sub.add_parser("report", help="write the comparison report of a run and the regression dashboard")
-    _add_store(r)
-    r.add_argument("--baseline", default=None, help="compare with this run: baseline name, label or run id")
-    r.add_argument("--thresholds", type=Path, default=None, help="gate thresholds (TOML) [the repository's gate.toml]")
-    r.add_argument("--out", type=Path, default=Path("results"), help="output folder [results/]")
-
-    g = sub.add_parser("gate", help="judge a run against the thresholds and a baseline; exit 1 when it fails")
-    _add_store(g)
-    g.add_argument("--baseline", default=None, help="compare with this run: baseline name, label or run id")
-    g.add_argument("--thresholds", type=Path, default=None, help="gate thresholds (TOML) [the repository's gate.toml]")
-    g.add_argument("--update-baseline", metavar="NAME", default=None,
-                   help="when the run passes, record it as baseline NAME")
-
-    e = sub.add_parser("export", help="print stored results as CSV, JSON or Markdown (one schema)")
-    _add_store(e)
-    e.add_argument("--all", action="store_true", help="every run, not just one")
-    e.add_argument("--format", default="csv", choices=list(PRINTERS), help="output format [csv]")
-    e.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
-
-    sub.add_parser("devices", help="list the host and the attached adb devices with what they report")
-
-    u = sub.add_parser("bundle", help="pack a converted model and a tokenizer as .litertlm and/or MediaPipe .task")
-    u.add_argument("--model", required=True, help="model family (see `models/registry.py`)")
-    u.add_argument("--size", default="tiny", help="tiny | full [tiny]")
-    u.add_argument("--quant", default="dynamic_int8", help="quantization recipe [dynamic_int8]")
-    _add_lengths(u, 32)
-    u.add_argument("--format", default="litertlm,task", help="litertlm, task or both [both]")
-    u.add_argument("--out", type=Path, default=Path("results/bundles"), help="output folder [results/bundles]")
-
-    v = sub.add_parser("verify", help="accuracy checks of a model: vs transformers, vs its .tflite, quant drift")
-    v.add_argument("--model", required=True, help="model family (see `models/registry.py`)")
-    v.add_argument("--size", default="tiny", help="tiny | full [tiny]")
-    v.add_argument("--checkpoint-dir", type=Path, default=None,
-                   help="local HF checkpoint to verify [a transformers reference with its own random weights]")
-    v.add_argument("--checks", default="reauthoring,conversion,drift", help="comma-separated [all three]")
-    v.add_argument("--quant", default=None, help="drift recipes, comma-separated [every quantized recipe]")
-    v.add_argument("--thresholds", type=Path, default=None, help="drift thresholds (TOML) [accuracy.toml]")
-    return ap
+    print(build_runner(args.target).binary)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from harness.artifacts.cache import Recipe, ensure_artifact, kv_len_for
+    from harness.artifacts.cache import ensure_artifact
+    from harness.artifacts.recipe import Recipe, kv_len_for
     from models.registry import get_spec
 
     spec = get_spec(args.model, args.size, args.checkpoint_dir, args.seed)
@@ -148,7 +64,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from device_runners.device import open_device
     from device_runners.runners.native import build_runner, prebuilt_runner
-    from harness.measure.bench import RunnerError, Workload, bench
+    from harness.measure.bench import RunnerError, Workload
+    from harness.measure.device_bench import DeviceBench
     from harness.measure.metrics import CellResult
     from reports.table import format_table
 
@@ -162,13 +79,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
     runner = prebuilt_runner(args.runner_bin, device.profile.runner_target) if args.runner_bin \
         else build_runner(device.profile.runner_target)
+    workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus,
+                        args.bandwidth_probe_mb)
+    # The suites' path: the device's lock, then the run; closing it stops what still runs and cleans up.
+    device_bench = DeviceBench(device, runner, timeout=args.runner_timeout, cooldown_s=0)
     try:
-        workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus,
-                            args.bandwidth_probe_mb)
-        measured = bench(device, runner, model, workload, args.runner_timeout, meta.get("compute"))
+        measured = device_bench.measure(model, workload, meta.get("compute"))
     except RunnerError as e:
         # The runner's exit code 3 means it could not load the model: its own line names the file.
         raise CliError(e.load_error or str(e)) from None
+    finally:
+        device_bench.close()
     if args.json:
         json.dump(measured.to_json(), sys.stdout, indent=2)
         print()
@@ -190,7 +111,7 @@ def _open(args: argparse.Namespace):
     """The store, the run to work on (the latest unless --run) and the baseline run (None without --baseline)."""
     from harness.store.store import Store
 
-    store = Store(args.results_db)
+    store = Store(args.results_db, must_exist=True)  # reading a mistyped path must not create an empty database
     try:
         run_id = store.resolve_run(args.run) if args.run is not None else store.latest_run()
         baseline = store.resolve_run(args.baseline) if getattr(args, "baseline", None) else None
@@ -211,14 +132,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from harness.gate.config import config_from
-    from harness.gate.verdicts import run_verdicts
+    from harness.gate.verdicts import accuracy_verdicts, run_verdicts
     from reports.gate_summary import publish
 
     store, run_id, baseline = _open(args)
     config = config_from(args.thresholds)
-    verdicts = run_verdicts(store, run_id, baseline, config)
+    verdicts = run_verdicts(store, run_id, baseline, config) + accuracy_verdicts(store, run_id, baseline, config)
     if not verdicts:
-        raise CliError(f"run {run_id} has no results to judge")
+        raise CliError(f"run {run_id} has no results or accuracy checks to judge")
     print(publish(verdicts, run_id, baseline, config.source))
     failed = [v for v in verdicts if not v.passed]
     for v in failed:
@@ -236,27 +157,70 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     store, run_id, _ = _open(args)
     frame = store.results_frame(None if args.all else run_id)
+    checks = store.accuracy_frame(None if args.all else run_id)
     if args.out is None:
         try:
-            export(frame, args.format, sys.stdout)
+            export(frame, args.format, sys.stdout, checks)
         except BrokenPipeError:  # `export ... | head` stopped reading: fine, but no traceback at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
-    with open(args.out, "w", encoding="utf-8", newline="") as f:
-        export(frame, args.format, f)
+    try:
+        f = open(args.out, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below; only open's errors here
+    except OSError as e:  # a folder that is a file, or missing, or not writable
+        raise CliError(f"cannot write {args.out}: {e.strerror or e}") from None
+    with f:
+        export(frame, args.format, f, checks)
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    """`store import`: spilled cells into the database; exit 1 when a file could not be imported."""
+    from harness.store.store import Store
+
+    store = Store(args.results_db, must_exist=True)
+    imported, problems = store.import_spilled(args.files or None)
+    for path in imported:
+        print(f"imported {path}")
+    print(f"{len(imported)} spilled rows imported into {store.url}"
+          + ("" if args.files or imported else f" (none waiting in {store.spill_dir})"))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_devices(args: argparse.Namespace) -> None:
-    from device_runners.device import attached_devices, open_device
+    from device_runners.device import attached_devices, configured_boards, open_device
 
+    if args.clean:
+        _clean_devices(args.keep, args.older_than)
+        return
+    if args.keep is not None or args.older_than is not None:
+        raise ValueError("--keep and --older-than trim the device cache: they go with --clean")
     print(json.dumps({"device": "host", **dataclasses.asdict(open_device("host").facts)}))
+    for row in configured_boards():  # boards over SSH whose profiles carry an address: those that answer, and why not
+        print(json.dumps(row), flush=True)
     for row in attached_devices():  # through the adb server: model, ABI, CPU clusters, free storage
         print(json.dumps(row))
 
 
+def _clean_devices(keep: int | None, older_than_days: float | None) -> None:
+    """One JSON line per attached adb device: what was removed from it. Each device is cleaned under its lock,
+    so no session of this machine stages or runs there meanwhile."""
+    from device_runners.transports.adb import AdbAddress, AdbTransport, attached
+    from harness.measure.device_lock import device_lock
+
+    for info in attached():
+        row: dict = {"device": f"adb:{info.serial}", "state": info.state}
+        if info.state == "device":
+            transport = AdbTransport(row["device"], AdbAddress(info.serial))
+            with device_lock(transport.identity):
+                row["removed"] = transport.clean(keep, older_than_days)
+        print(json.dumps(row), flush=True)
+
+
 def cmd_bundle(args: argparse.Namespace) -> None:
     from harness.artifacts import bundle, tokenizer
-    from harness.artifacts.cache import Recipe, ensure_artifact, kv_len_for
+    from harness.artifacts.cache import ensure_artifact
+    from harness.artifacts.recipe import Recipe, kv_len_for
     from models.registry import get_spec
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -294,12 +258,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser(__doc__).parse_args(argv)
     commands = {"convert": cmd_convert, "bench": cmd_bench, "report": cmd_report, "gate": cmd_gate,
-                "export": cmd_export, "devices": cmd_devices, "verify": cmd_verify,
-                "bundle": cmd_bundle}
+                "export": cmd_export, "store": cmd_store, "devices": cmd_devices, "verify": cmd_verify,
+                "bundle": cmd_bundle, "build-runner": cmd_build_runner}
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so `bench` stops its runner on the device and cleans up (finally).
+    interrupt_on_termination()
     try:
         return commands[args.command](args) or 0
+    except KeyboardInterrupt as e:
+        print(f"error: interrupted{f' ({e})' if str(e) else ''}; what ran on the device was stopped", file=sys.stderr)
+        return 130
     except ValueError as e:  # unknown names and bad values: a usage error that lists the valid ones
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
