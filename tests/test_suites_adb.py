@@ -84,7 +84,10 @@ def test_device_that_disappears_fails_its_cells_and_the_others_finish(fake_adb_d
     threading.Thread(target=pull_the_plug, daemon=True).start()
     start = time.monotonic()
     try:
-        out = run_suites(tmp_path, "--device", f"{vanishing.name},{steady.name}", "--runner-bin", str(wrapper))
+        # -m performance: the device must vanish while a speed cell's runner runs (the accuracy suite's
+        # agreement cells would meet the stalled runner first).
+        out = run_suites(tmp_path, "-m", "performance", "--device", f"{vanishing.name},{steady.name}",
+                         "--runner-bin", str(wrapper))
     finally:  # the stalled runner, orphaned by the killed device
         for pid in subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split():
             os.kill(int(pid), signal.SIGKILL)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import posixpath
 import re
@@ -42,6 +41,7 @@ from device_runners.transports.base import (
     Transport,
     parse_cpu_list,
 )
+from device_runners.transports.remote_cache import RemoteFileCache
 from device_runners.transports.remote_runs import (
     mib,
     pid_alive,
@@ -51,7 +51,6 @@ from device_runners.transports.remote_runs import (
     stop_runs,
     this_host,
 )
-from harness.common.files import local_sha256
 from harness.common.signals import signals_deferred
 
 ROOT = "/data/local/tmp/litert-bench"
@@ -144,7 +143,8 @@ def _check_android_serial(serial: str, online: Sequence[adbutils.AdbDeviceInfo],
     return serial
 
 
-class AdbTransport(Transport):
+class AdbTransport(RemoteFileCache, Transport):
+    _where, _error = "device", AdbDeviceError  # RemoteFileCache's messages
     kind = "adb"
 
     def __init__(self, name: str, address: AdbAddress):
@@ -275,48 +275,8 @@ class AdbTransport(Transport):
         return int(lines[0]), entries
 
     # files
-    def stage(self, local: Path) -> str:
-        return self.stage_together([local])[0]
-
-    def stage_together(self, files: Sequence[Path]) -> list[str]:
-        paths = [Path(f) for f in files]
-        for path in paths:
-            if not path.is_file():
-                raise FileNotFoundError(f"no such file: {path}")
-        if len({p.name for p in paths}) != len(paths):
-            raise ValueError(f"files staged together need distinct names: {[p.name for p in paths]}")
-        digests = [local_sha256(p) for p in paths]
-        key = digests[0] if len(paths) == 1 else hashlib.sha256(
-            "".join(f"{p.name}\0{d}\0" for p, d in zip(paths, digests, strict=True)).encode()).hexdigest()
-        folder = f"{ROOT}/cache/{key[:16]}"
-        targets = [f"{folder}/{p.name}" for p in paths]
-        present = self._device_sha256(targets, used=folder)
-        for path, digest, target in zip(paths, digests, targets, strict=True):
-            if present.get(target) != digest:
-                self._push(path, target, digest)
-            self._sha256[target] = digest
-        return targets
-
-    def sha256(self, device_path: str) -> str:
-        if device_path not in self._sha256:
-            found = self._device_sha256([device_path])
-            if device_path not in found:
-                raise AdbDeviceError(f"{self.name}: cannot hash {device_path}: no such file on the device")
-            self._sha256[device_path] = found[device_path]
-        return self._sha256[device_path]
-
-    def _device_sha256(self, paths: Sequence[str], used: str | None = None) -> dict[str, str]:
-        """{path: sha256} of those of `paths` that exist on the device, in one command. `used`: a cache folder to
-        mark as staged now (its mtime), which `devices --clean --keep N` ranks by."""
-        touch = f"touch -c {shlex.quote(used)} 2>/dev/null; " if used else ""
-        out = self._sh(f"{touch}sha256sum {' '.join(map(shlex.quote, paths))} 2>/dev/null; true",
-                       "hashing files").stdout
-        digests = {}
-        for line in out.splitlines():
-            digest, _, path = line.partition("  ")
-            if re.fullmatch(r"[0-9a-f]{64}", digest):
-                digests[path] = digest
-        return digests
+    def _cache_dir(self) -> str:
+        return f"{ROOT}/cache"
 
     def free_bytes(self, folder: str = "/data/local/tmp") -> int | None:
         """Bytes free to this user in `folder` (created if missing), from `df -Pk`; None if df says nothing."""

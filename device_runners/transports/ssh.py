@@ -22,7 +22,6 @@ asyncssh is asyncio: a private event loop runs in a background thread behind the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import posixpath
 import re
 import secrets
@@ -41,6 +40,7 @@ from device_runners.transports.base import (
     Transport,
     parse_cpu_list,
 )
+from device_runners.transports.remote_cache import RemoteFileCache
 from device_runners.transports.remote_runs import mib, run_folder_name, run_line, stop_runs
 from device_runners.transports.ssh_support import (  # noqa: F401 - SSH_FORM, runner_target_for: ssh's API
     BACKSTOP_S,
@@ -66,13 +66,13 @@ from device_runners.transports.ssh_support import (  # noqa: F401 - SSH_FORM, ru
     runner_target_for,
     signal_number,
 )
-from harness.common.files import local_sha256
 from harness.common.signals import signals_deferred
 
 _T = TypeVar("_T")
 
 
-class SshTransport(Transport):
+class SshTransport(RemoteFileCache, Transport):
+    _where, _error = "board", SshDeviceError  # RemoteFileCache's messages
     kind = "ssh"
 
     def __init__(self, name: str, address: SshAddress, options: SshOptions | None = None,
@@ -260,47 +260,8 @@ class SshTransport(Transport):
         self._loop = None
 
     # files
-    def stage(self, local: Path) -> str:
-        return self.stage_together([local])[0]
-
-    def stage_together(self, files: Sequence[Path]) -> list[str]:
-        paths = [Path(f) for f in files]
-        for path in paths:
-            if not path.is_file():
-                raise FileNotFoundError(f"no such file: {path}")
-        if len({p.name for p in paths}) != len(paths):
-            raise ValueError(f"files staged together need distinct names: {[p.name for p in paths]}")
-        digests = [local_sha256(p) for p in paths]
-        key = digests[0] if len(paths) == 1 else hashlib.sha256(
-            "".join(f"{p.name}\0{d}\0" for p, d in zip(paths, digests, strict=True)).encode()).hexdigest()
-        folder = f"{self._board_root()}/cache/{key[:16]}"
-        targets = [f"{folder}/{p.name}" for p in paths]
-        present = self._board_sha256(targets, used=folder)
-        for path, digest, target in zip(paths, digests, targets, strict=True):
-            if present.get(target) != digest:
-                self._push(path, target, digest)
-            self._sha256[target] = digest
-        return targets
-
-    def sha256(self, device_path: str) -> str:
-        if device_path not in self._sha256:
-            found = self._board_sha256([device_path])
-            if device_path not in found:
-                raise SshDeviceError(f"{self.name}: cannot hash {device_path}: no such file on the board")
-            self._sha256[device_path] = found[device_path]
-        return self._sha256[device_path]
-
-    def _board_sha256(self, paths: Sequence[str], used: str | None = None) -> dict[str, str]:
-        """{path: sha256} of those of `paths` that exist on the board, in one command; `used`: a cache folder to
-        mark as staged now (its mtime)."""
-        touch = f"touch -c {shlex.quote(used)} 2>/dev/null; " if used else ""
-        out = self._sh(f"{touch}sha256sum {' '.join(map(shlex.quote, paths))} 2>/dev/null; true", "hashing files")
-        digests = {}
-        for line in out.stdout.splitlines():
-            digest, _, path = line.partition("  ")
-            if re.fullmatch(r"[0-9a-f]{64}", digest):
-                digests[path] = digest
-        return digests
+    def _cache_dir(self) -> str:
+        return f"{self._board_root()}/cache"
 
     def free_bytes(self, folder: str | None = None) -> int | None:
         """Bytes free to this user in `folder` (created if missing; default: the board's litert-bench folder),

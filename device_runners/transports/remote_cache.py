@@ -1,0 +1,71 @@
+"""Staging into a content-addressed cache on a device reached through a POSIX shell (adb, SSH): files are named
+by their sha256 under `<cache>/<key>/NAME`, checked there with `sha256sum`, and pushed only when missing or
+different, so a second session pushes nothing already there. Files staged together share one folder, so a
+program finds its libraries next to it (RUNPATH $ORIGIN).
+
+A transport mixes this in and provides `_sh(script, what)` (a command under the device's timeout), `_push(local,
+target, digest)` (to a `.part`, checked, then renamed), `_cache_dir()`, and `_where`/`_error` for messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.common.files import local_sha256
+
+
+class RemoteFileCache:
+    _where: str = "device"
+    _error: type[Exception] = RuntimeError
+    _sha256: dict[str, str]  # device path → sha256 of what is there (pushed or checked this session)
+    name: str
+
+    def _cache_dir(self) -> str:
+        raise NotImplementedError
+
+    def stage(self, local: Path) -> str:
+        return self.stage_together([local])[0]
+
+    def stage_together(self, files: Sequence[Path]) -> list[str]:
+        paths = [Path(f) for f in files]
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+        if len({p.name for p in paths}) != len(paths):
+            raise ValueError(f"files staged together need distinct names: {[p.name for p in paths]}")
+        digests = [local_sha256(p) for p in paths]
+        key = digests[0] if len(paths) == 1 else hashlib.sha256(
+            "".join(f"{p.name}\0{d}\0" for p, d in zip(paths, digests, strict=True)).encode()).hexdigest()
+        folder = f"{self._cache_dir()}/{key[:16]}"
+        targets = [f"{folder}/{p.name}" for p in paths]
+        present = self._remote_sha256(targets, used=folder)
+        for path, digest, target in zip(paths, digests, targets, strict=True):
+            if present.get(target) != digest:
+                self._push(path, target, digest)
+            self._sha256[target] = digest
+        return targets
+
+    def sha256(self, device_path: str) -> str:
+        if device_path not in self._sha256:
+            found = self._remote_sha256([device_path])
+            if device_path not in found:
+                raise self._error(f"{self.name}: cannot hash {device_path}: no such file on the {self._where}")
+            self._sha256[device_path] = found[device_path]
+        return self._sha256[device_path]
+
+    def _remote_sha256(self, paths: Sequence[str], used: str | None = None) -> dict[str, str]:
+        """{path: sha256} of those of `paths` that exist there, in one command. `used`: a cache folder to mark as
+        staged now (its mtime), which `devices --clean --keep N` ranks by."""
+        touch = f"touch -c {shlex.quote(used)} 2>/dev/null; " if used else ""
+        out = self._sh(f"{touch}sha256sum {' '.join(map(shlex.quote, paths))} 2>/dev/null; true",
+                       "hashing files").stdout
+        digests = {}
+        for line in out.splitlines():
+            digest, _, path = line.partition("  ")
+            if re.fullmatch(r"[0-9a-f]{64}", digest):
+                digests[path] = digest
+        return digests
