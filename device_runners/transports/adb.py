@@ -41,7 +41,7 @@ from device_runners.transports.base import (
     Transport,
     parse_cpu_list,
 )
-from device_runners.transports.remote_cache import RemoteFileCache
+from device_runners.transports.remote_files import RemoteFiles
 from device_runners.transports.remote_runs import (
     mib,
     pid_alive,
@@ -63,7 +63,6 @@ BACKSTOP_S = 30
 STOP_TIMEOUT_S = 20
 # `devices --clean`: a .part nobody has written to for this long is a push that was cut off; a working folder of
 # another machine's session that has not changed for this long belongs to a session that is gone.
-_GLOB = re.compile(r"[\w/.*?\[\]-]+")  # what read_files passes to the device's shell unquoted
 
 
 class AdbDeviceError(RuntimeError):
@@ -143,8 +142,8 @@ def _check_android_serial(serial: str, online: Sequence[adbutils.AdbDeviceInfo],
     return serial
 
 
-class AdbTransport(RemoteFileCache, Transport):
-    _where, _error = "device", AdbDeviceError  # RemoteFileCache's messages
+class AdbTransport(RemoteFiles, Transport):
+    _where, _error = "device", AdbDeviceError  # RemoteFiles's messages
     kind = "adb"
 
     def __init__(self, name: str, address: AdbAddress):
@@ -378,24 +377,4 @@ class AdbTransport(RemoteFileCache, Transport):
 
     def model(self) -> str:
         return self._sh("getprop ro.product.model", "reading its model").stdout.strip()
-
-    def _gather(self, commands: dict[str, str], globs: Sequence[str]) -> dict[str, str]:
-        """Several commands' output and the text of every file matching `globs`, in ONE shell round trip:
-        {label or path: text}. Sections are split by a marker line no file contains."""
-        for pattern in globs:
-            if not _GLOB.fullmatch(pattern):
-                raise ValueError(f"unsafe glob for the device's shell: {pattern!r}")
-        mark = f"@@litert-bench-{secrets.token_hex(6)}@@"
-        parts = [f"echo {mark}{label}; {command} 2>/dev/null; echo" for label, command in commands.items()]
-        parts += [f'for f in {pattern}; do [ -f "$f" ] && echo "{mark}$f" && cat "$f" 2>/dev/null; echo; done'
-                  for pattern in globs]
-        out = self._sh("; ".join(parts) + "; true", "reading device facts").stdout
-        sections: dict[str, list[str]] = {}
-        current: list[str] | None = None
-        for line in out.splitlines():
-            if line.startswith(mark):
-                current = sections.setdefault(line[len(mark):], [])
-            elif current is not None:
-                current.append(line)
-        return {key: "\n".join(lines).strip() for key, lines in sections.items()}
 

@@ -40,7 +40,7 @@ from device_runners.transports.base import (
     Transport,
     parse_cpu_list,
 )
-from device_runners.transports.remote_cache import RemoteFileCache
+from device_runners.transports.remote_files import RemoteFiles
 from device_runners.transports.remote_runs import mib, run_folder_name, run_line, stop_runs
 from device_runners.transports.ssh_support import (  # noqa: F401 - SSH_FORM, runner_target_for: ssh's API
     BACKSTOP_S,
@@ -50,7 +50,6 @@ from device_runners.transports.ssh_support import (  # noqa: F401 - SSH_FORM, ru
     KEEPALIVE_S,
     ROOT_UNDER_HOME,
     RUNNER_TARGETS,
-    SAFE_GLOB,
     SSH_FORM,
     STOP_TIMEOUT_S,
     BoardLost,
@@ -71,8 +70,8 @@ from harness.common.signals import signals_deferred
 _T = TypeVar("_T")
 
 
-class SshTransport(RemoteFileCache, Transport):
-    _where, _error = "board", SshDeviceError  # RemoteFileCache's messages
+class SshTransport(RemoteFiles, Transport):
+    _where, _error = "board", SshDeviceError  # RemoteFiles's messages
     kind = "ssh"
 
     def __init__(self, name: str, address: SshAddress, options: SshOptions | None = None,
@@ -351,26 +350,6 @@ class SshTransport(RemoteFileCache, Transport):
         """The ABI a launcher runs the runner as (a test board's qemu-aarch64), which is what check_abi holds the
         runner build to; None for a board that runs it natively."""
         return "aarch64" if self.launcher and Path(self.launcher[0]).name == "qemu-aarch64" else None
-
-    def _gather(self, commands: dict[str, str], globs: Sequence[str]) -> dict[str, str]:
-        """Several commands' output and the text of every file matching `globs`, in ONE round trip (adb.py's
-        _gather): {label or path: text}, split by a marker line no file contains."""
-        for pattern in globs:
-            if not SAFE_GLOB.fullmatch(pattern):
-                raise ValueError(f"unsafe glob for the board's shell: {pattern!r}")
-        mark = f"@@litert-bench-{secrets.token_hex(6)}@@"
-        parts = [f"echo {mark}{label}; {{ {command}; }} 2>/dev/null; echo" for label, command in commands.items()]
-        parts += [f'for f in {pattern}; do [ -f "$f" ] && echo "{mark}$f" && cat "$f" 2>/dev/null; echo; done'
-                  for pattern in globs]
-        out = self._sh("; ".join(parts) + "; true", "reading board facts").stdout
-        sections: dict[str, list[str]] = {}
-        current: list[str] | None = None
-        for line in out.splitlines():
-            if line.startswith(mark):
-                current = sections.setdefault(line[len(mark):], [])
-            elif current is not None:
-                current.append(line)
-        return {key: "\n".join(lines).strip() for key, lines in sections.items()}
 
 
 async def _close(conn: asyncssh.SSHClientConnection) -> None:

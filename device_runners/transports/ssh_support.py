@@ -26,7 +26,6 @@ RUNNER_TARGETS = {"aarch64": "linux-arm64", "arm64": "linux-arm64", "x86_64": "h
 # USER@HOST:PORT, USER and PORT optional; an IPv6 address in brackets.
 _ADDRESS = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:@\s\[\]]+))"
                       r"(?::(?P<port>\d+))?")
-SAFE_GLOB = re.compile(r"[\w/.*?\[\]-]+")  # what read_files passes to the board's shell unquoted
 _T = TypeVar("_T")
 
 

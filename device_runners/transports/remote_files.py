@@ -1,4 +1,7 @@
-"""Staging into a content-addressed cache on a device reached through a POSIX shell (adb, SSH): files are named
+"""Files on a device reached through a POSIX shell (adb, SSH): staged into a content-addressed cache, and read
+back (with commands' output) in one round trip.
+
+Staging: files are named
 by their sha256 under `<cache>/<key>/NAME`, checked there with `sha256sum`, and pushed only when missing or
 different, so a second session pushes nothing already there. Files staged together share one folder, so a
 program finds its libraries next to it (RUNPATH $ORIGIN).
@@ -11,14 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness.common.files import local_sha256
 
+# What read_files passes to the device's shell unquoted: a glob of path characters only.
+SAFE_GLOB = re.compile(r"[\w/.*?\[\]-]+")
 
-class RemoteFileCache:
+
+class RemoteFiles:
     _where: str = "device"
     _error: type[Exception] = RuntimeError
     _sha256: dict[str, str]  # device path → sha256 of what is there (pushed or checked this session)
@@ -69,3 +76,23 @@ class RemoteFileCache:
             if re.fullmatch(r"[0-9a-f]{64}", digest):
                 digests[path] = digest
         return digests
+
+    def _gather(self, commands: dict[str, str], globs: Sequence[str]) -> dict[str, str]:
+        """Several commands' output and the text of every file matching `globs`, in ONE shell round trip:
+        {label or path: text}. Sections are split by a marker line no file contains."""
+        for pattern in globs:
+            if not SAFE_GLOB.fullmatch(pattern):
+                raise ValueError(f"unsafe glob for the {self._where}'s shell: {pattern!r}")
+        mark = f"@@litert-bench-{secrets.token_hex(6)}@@"
+        parts = [f"echo {mark}{label}; {{ {command}; }} 2>/dev/null; echo" for label, command in commands.items()]
+        parts += [f'for f in {pattern}; do [ -f "$f" ] && echo "{mark}$f" && cat "$f" 2>/dev/null; echo; done'
+                  for pattern in globs]
+        out = self._sh("; ".join(parts) + "; true", f"reading {self._where} facts").stdout
+        sections: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in out.splitlines():
+            if line.startswith(mark):
+                current = sections.setdefault(line[len(mark):], [])
+            elif current is not None:
+                current.append(line)
+        return {key: "\n".join(lines).strip() for key, lines in sections.items()}
