@@ -23,7 +23,6 @@ import dataclasses
 import os
 import posixpath
 import re
-import secrets
 import shlex
 import stat
 import struct
@@ -46,7 +45,6 @@ from device_runners.transports.remote_runs import (
     mib,
     pid_alive,
     plan_clean,
-    run_folder_name,
     run_line,
     stop_runs,
     this_host,
@@ -226,25 +224,8 @@ class AdbTransport(RemoteFiles, Transport):
         if self._workdir is not None:
             self._sh(stop_runs(self._workdir, str(job.number)), f"stopping run {job.number}", STOP_TIMEOUT_S)
 
-    def _ensure_workdir(self) -> str:
-        if self._workdir is None:
-            # Named by the machine and process that own it: `devices --clean` tells a live session's folder from
-            # a dead one's.
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            workdir = f"{ROOT}/{run_folder_name(stamp, secrets.token_hex(3))}"
-            self._sh(f"mkdir -p {shlex.quote(workdir)}", "creating the working folder")
-            self._workdir = workdir
-        return self._workdir
-
     def _cleanup(self) -> None:
-        if self._workdir is None:
-            return
-        workdir, self._workdir = self._workdir, None
-        # Runs first, then the folder: a runner must not go on measuring after its folder is gone. A device that
-        # is gone keeps its folder (under /data/local/tmp/litert-bench, like the cache) for `devices --clean`.
-        with contextlib.suppress(AdbDeviceError):
-            self._sh(f"{stop_runs(workdir, '*')}; rm -rf {shlex.quote(workdir)}",
-                     "stopping its runs and removing the working folder", timeout=60)
+        self._remove_workdir()  # a device that is gone keeps it, under ROOT like the cache, for `devices --clean`
 
     def clean(self, keep: int | None = None, older_than_days: float | None = None) -> dict:
         """What sessions that are gone left here: their working folders (after killing runs still going in them)
@@ -274,8 +255,8 @@ class AdbTransport(RemoteFiles, Transport):
         return int(lines[0]), entries
 
     # files
-    def _cache_dir(self) -> str:
-        return f"{ROOT}/cache"
+    def _root_dir(self) -> str:
+        return ROOT
 
     def free_bytes(self, folder: str = "/data/local/tmp") -> int | None:
         """Bytes free to this user in `folder` (created if missing), from `df -Pk`; None if df says nothing."""

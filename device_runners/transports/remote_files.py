@@ -6,19 +6,26 @@ by their sha256 under `<cache>/<key>/NAME`, checked there with `sha256sum`, and 
 different, so a second session pushes nothing already there. Files staged together share one folder, so a
 program finds its libraries next to it (RUNPATH $ORIGIN).
 
-A transport mixes this in and provides `_sh(script, what)` (a command under the device's timeout), `_push(local,
-target, digest)` (to a `.part`, checked, then renamed), `_cache_dir()`, and `_where`/`_error` for messages.
+It also keeps the session's working folder there (`<root>/run-…`), where runs write their output and N.pgid
+(remote_runs.run_line), and removes it with whatever still runs there.
+
+A transport mixes this in and provides `_sh(script, what, timeout)` (a command under the device's timeout),
+`_push(local, target, digest)` (to a `.part`, checked, then renamed), `_root_dir()`, `_where`/`_error` for
+messages, and `_workdir = None` at start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
 import shlex
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from device_runners.transports.remote_runs import run_folder_name, stop_runs
 from harness.common.files import local_sha256
 
 # What read_files passes to the device's shell unquoted: a glob of path characters only.
@@ -31,8 +38,33 @@ class RemoteFiles:
     _sha256: dict[str, str]  # device path → sha256 of what is there (pushed or checked this session)
     name: str
 
-    def _cache_dir(self) -> str:
+    _workdir: str | None
+
+    def _root_dir(self) -> str:
         raise NotImplementedError
+
+    def _cache_dir(self) -> str:
+        return f"{self._root_dir()}/cache"
+
+    # the session's working folder and its runs
+    def _ensure_workdir(self) -> str:
+        if self._workdir is None:
+            # Named by the machine and process that own it: `devices --clean` tells a live session's folder from
+            # a dead one's.
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            workdir = f"{self._root_dir()}/{run_folder_name(stamp, secrets.token_hex(3))}"
+            self._sh(f"mkdir -p {shlex.quote(workdir)}", "creating the working folder")
+            self._workdir = workdir
+        return self._workdir
+
+    def _remove_workdir(self) -> None:
+        """Runs first, then the folder: a runner must not go on measuring after its folder is gone. A device
+        that cannot be reached keeps the folder."""
+        workdir, self._workdir = self._workdir, None
+        if workdir is not None:
+            with contextlib.suppress(self._error):
+                self._sh(f"{stop_runs(workdir, '*')}; rm -rf {shlex.quote(workdir)}",
+                         "stopping its runs and removing the working folder", timeout=60)
 
     def stage(self, local: Path) -> str:
         return self.stage_together([local])[0]

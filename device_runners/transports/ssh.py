@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import re
-import secrets
 import shlex
 import time
 from collections.abc import Awaitable, Sequence
@@ -41,7 +40,7 @@ from device_runners.transports.base import (
     parse_cpu_list,
 )
 from device_runners.transports.remote_files import RemoteFiles
-from device_runners.transports.remote_runs import mib, run_folder_name, run_line, stop_runs
+from device_runners.transports.remote_runs import mib, run_line, stop_runs
 from device_runners.transports.ssh_support import (  # noqa: F401 - SSH_FORM, runner_target_for: ssh's API
     BACKSTOP_S,
     COMMAND_TIMEOUT_S,
@@ -217,9 +216,6 @@ class SshTransport(RemoteFiles, Transport):
         the SSH channel, and is sent back once the run ended."""
         return run_line(self._ensure_workdir(), job, self.launcher, echo_output=True)
 
-    def _kill(self, job: Job) -> None:
-        if self._workdir is not None:  # raises when the board cannot be reached: close() tries again
-            self._sh(stop_runs(self._workdir, str(job.number)), f"stopping run {job.number}", STOP_TIMEOUT_S)
 
     def _board_root(self) -> str:
         if self._root is None:
@@ -229,22 +225,12 @@ class SshTransport(RemoteFiles, Transport):
             self._root = f"{home}/{ROOT_UNDER_HOME}"
         return self._root
 
-    def _ensure_workdir(self) -> str:
-        if self._workdir is None:
-            # Named by the machine and process that own it, like adb's: a live session's folder from a dead one's.
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            workdir = f"{self._board_root()}/{run_folder_name(stamp, secrets.token_hex(3))}"
-            self._sh(f"mkdir -p {shlex.quote(workdir)}", "creating the working folder")
-            self._workdir = workdir
-        return self._workdir
+    def _kill(self, job: Job) -> None:
+        if self._workdir is not None:  # raises when the board cannot be reached: close() tries again
+            self._sh(stop_runs(self._workdir, str(job.number)), f"stopping run {job.number}", STOP_TIMEOUT_S)
 
     def _cleanup(self) -> None:
-        workdir, self._workdir = self._workdir, None
-        if workdir is not None:
-            # Runs first, then the folder; a board that is gone keeps its folder.
-            with contextlib.suppress(SshDeviceError):
-                self._sh(f"{stop_runs(workdir, '*')}; rm -rf {shlex.quote(workdir)}",
-                         "stopping its runs and removing the working folder", timeout=60)
+        self._remove_workdir()  # a board that is gone keeps its folder
         self._disconnect()
 
     def _disconnect(self) -> None:
@@ -259,8 +245,8 @@ class SshTransport(RemoteFiles, Transport):
         self._loop = None
 
     # files
-    def _cache_dir(self) -> str:
-        return f"{self._board_root()}/cache"
+    def _root_dir(self) -> str:
+        return self._board_root()
 
     def free_bytes(self, folder: str | None = None) -> int | None:
         """Bytes free to this user in `folder` (created if missing; default: the board's litert-bench folder),
