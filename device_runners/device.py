@@ -1,10 +1,12 @@
-"""Device = Transport + Profile. Profiles (devices.toml) name devices: `host`, phones such as `pixel8`, the
-generic `android`; `adb:SERIAL[@HOST:PORT]` names any attached Android device."""
+"""Device = Transport + Profile. Profiles (devices.toml) name devices: `host`, phones such as `pixel8` or
+`iphone15pro`, the generic `android` and `ios`; `adb:SERIAL[@HOST:PORT]` names any attached Android device and
+`ios:UDID` any attached iPhone or iPad."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import platform
 import tomllib
 from pathlib import Path
@@ -16,17 +18,19 @@ PROFILES_FILE = Path(__file__).resolve().parent / "devices.toml"
 ADB_FORM = "adb:SERIAL[@HOST:PORT]"  # how the usage errors spell the adb names
 SSH_FORM = "ssh:USER@HOST[:PORT]"  # any Linux board over SSH (its runner build from its `uname -m`)
 BOARD_FORM = "BOARD@[USER@]HOST[:PORT]"  # a board profile (rpi5, ...) at an address
+IOS_FORM = "ios:UDID"  # any attached iPhone or iPad (its profile from its ProductType)
 
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
     name: str
-    transport: str  # host | adb | qemu
+    transport: str  # host | adb | qemu | ssh | ios
     runner_target: str  # which runner build runs there (device_runners.runners.native targets)
     # Cores worth using at most (a phone's big cluster); None: every core the device lets us run on.
     max_threads: int | None = None
     description: str = ""
-    models: tuple[str, ...] = ()  # ro.product.model values that identify it among attached devices
+    # What identifies it among attached devices: ro.product.model values (adb), ProductType values (iOS).
+    models: tuple[str, ...] = ()
     soc: str | None = None
     abi: str | None = None
     clusters: str | None = None
@@ -36,6 +40,7 @@ class Profile:
     address: str | None = None
     launcher: tuple[str, ...] = ()
     emulated: bool = False  # an emulator (qemu-arm64): results are marked, greyed and never gated on speed
+    cores: int | None = None  # CPU cores, for devices that do not say (iOS lists no CPUs)
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
@@ -49,7 +54,7 @@ PROFILES: dict[str, Profile] = load_profiles()
 
 
 def known_devices() -> list[str]:
-    return [*sorted(PROFILES), ADB_FORM, SSH_FORM, BOARD_FORM]
+    return [*sorted(PROFILES), ADB_FORM, IOS_FORM, SSH_FORM, BOARD_FORM]
 
 
 def is_adb_name(name: str) -> bool:
@@ -71,6 +76,14 @@ def profile_for_model(model: str) -> Profile:
         if profile.transport == "adb" and model_tag(model) in set(map(model_tag, profile.models)):
             return profile
     return PROFILES["android"]
+
+
+def profile_for_product_type(product_type: str) -> Profile:
+    """The profile of an iOS device from its ProductType (iPhone16,1); `ios` when none lists it."""
+    for profile in PROFILES.values():
+        if profile.transport == "ios" and product_type in profile.models:
+            return profile
+    return PROFILES["ios"]
 
 
 class Device:
@@ -104,7 +117,7 @@ def abi_name(machine: str) -> str:
 
 def runner_abi(target: str) -> str:
     """The ABI a runner build target runs on."""
-    return "arm64-v8a" if target in ("android-arm64", "linux-arm64") else abi_name(platform.machine())
+    return "arm64-v8a" if target in ("android-arm64", "linux-arm64", "ios-arm64") else abi_name(platform.machine())
 
 
 def open_device(name: str) -> Device:
@@ -113,6 +126,8 @@ def open_device(name: str) -> Device:
 
         transport = AdbTransport(name, AdbAddress.parse(name))
         return Device(profile_for_model(transport.model()), transport, name)
+    if name.startswith("ios:"):
+        return open_ios(name)
     if name.startswith("ssh:") or board_profile(name) is not None:
         return open_board(name)
     try:
@@ -125,6 +140,8 @@ def open_device(name: str) -> Device:
         from device_runners.transports.qemu import QemuTransport
 
         return Device(profile, QemuTransport())
+    if profile.transport == "ios":
+        return open_ios(name, profile)
     from device_runners.transports.adb import AdbAddress, AdbTransport, find_serial
 
     serial = find_serial(profile.models, f"{name} ({profile.description})" if profile.description else name)
@@ -132,11 +149,12 @@ def open_device(name: str) -> Device:
 
 
 def is_address_name(name: str) -> bool:
-    """A device named by where it is rather than by a profile alone: `adb:SERIAL[@HOST:PORT]`,
+    """A device named by where it is rather than by a profile alone: `adb:SERIAL[@HOST:PORT]`, `ios:UDID`,
     `ssh:USER@HOST[:PORT]` or `BOARD@[USER@]HOST[:PORT]`."""
+    from device_runners.transports.ios_support import is_ios_name
     from device_runners.transports.ssh import SshAddress
 
-    if is_adb_name(name):
+    if is_adb_name(name) or is_ios_name(name):
         return True
     if not (name.startswith("ssh:") or (board_profile(name) is not None and "@" in name)):
         return False
@@ -214,4 +232,47 @@ def attached_devices() -> list[dict]:
                     "clusters": facts.clusters() or device.profile.clusters, "mem_total_mb": facts.mem_total_mb,
                     "storage_free_mb": free // 2**20 if free is not None else None}
         rows.append(row)
+    return rows
+
+
+def open_ios(name: str, profile: Profile | None = None) -> Device:
+    """An iPhone or iPad: `ios:UDID`, whose profile follows from its ProductType, or a profile's one attached device
+    (`iphone15pro`; `ios` for the only one attached)."""
+    from device_runners.transports.ios import IosTransport, find_udid
+    from device_runners.transports.ios_support import parse_ios_name
+
+    if profile is None:
+        transport = IosTransport(name, parse_ios_name(name))
+        profile = profile_for_product_type(transport.product_type)
+    else:
+        what = f"{name} ({profile.description})" if profile.description else name
+        transport = IosTransport(name, find_udid(profile.models, what))
+    transport.cores = profile.cores
+    return Device(profile, transport, name)
+
+
+def attached_ios_devices() -> list[dict]:
+    """Every device usbmuxd lists, and for those that answer: profile, model, OS, clusters, free storage. No
+    usbmuxd here (a Linux machine that never had an iPhone plugged in) lists nothing, unless
+    $USBMUXD_SOCKET_ADDRESS names one: then a row says why it does not answer."""
+    from device_runners.transports.ios import describe_attached
+    from device_runners.transports.ios_support import IosDeviceError
+
+    try:
+        found = describe_attached()
+    except IosDeviceError as e:
+        return [{"device": "ios", "state": "no usbmuxd", "error": str(e)}] if os.environ.get(
+            "USBMUXD_SOCKET_ADDRESS") else []
+    rows = []
+    for info in found:
+        row: dict = {"device": f"ios:{info['udid']}", "connection": info["connection"]}
+        if "error" in info:
+            rows.append(row | {"state": "no answer", "error": info["error"]})
+            continue
+        profile = profile_for_product_type(info.get("ProductType") or "")
+        rows.append(row | {
+            "state": "device" if info.get("paired") else "not paired (unlock it and accept Trust This Computer)",
+            "profile": profile.name, "model": info.get("ProductType"), "name": info.get("DeviceName"), "abi": "arm64",
+            "os": f"iOS {info.get('ProductVersion')} ({info.get('BuildVersion')})", "clusters": profile.clusters,
+            "mem_total_mb": None, "storage_free_mb": info.get("storage_free_mb")})
     return rows

@@ -3,6 +3,8 @@ figure stored with the run whether it passes or not, the report's accuracy table
 
 import json
 
+import pytest
+
 from harness.store.store import Store
 from tests.test_suites_e2e import run_suites
 
@@ -55,3 +57,32 @@ def test_agreement_cells_come_per_device_other_than_the_host():
     assert agreement[0].id == "tinyllama-tiny-agreement-none-pixel8"
     assert not [c for c in Settings(devices=("host",)).accuracy_cells() if c.check == "agreement"]
     assert agreeing_steps([1, 2, 3], [1, 2, 4]) == 2 and agreeing_steps([1, 2], [1, 2]) == 2
+
+
+def _report(tokens: list[int], tops: list[tuple[list[int], list[float]]]):
+    from device_runners.runners.report import RunnerReport, TopStep
+
+    return RunnerReport("llm_runner", "0.1.0", "compiled_model", "LiteRT", "2.23.0", "m.tflite", 1, 1, 32,
+                        len(tokens), 0, 64, 100, 1, 1, 1, 0, 1.0, None, [], tokens,
+                        [TopStep(ids, logits) for ids, logits in tops], 1, None, None, True)
+
+
+def test_agreement_passes_a_near_tie_within_the_recipes_error_and_fails_the_rest():
+    from harness.accuracy.agreement import judge_agreement
+
+    host = _report([5, 7], [([5, 6], [1.00, 0.90]), ([7, 3], [1.000, 0.995])])
+    reference = _report([5, 7], [([5, 6], [1.02, 0.91]), ([7, 3], [1.010, 0.990])])  # the recipe's error: 0.02
+    # The device flips step 1 where host and device both see a gap of 0.004: a near tie within 0.02.
+    tie = judge_agreement(host, _report([5, 3], [([5, 6], [1.001, 0.90]), ([3, 7], [0.999, 0.995])]),
+                          reference, "arm")
+    assert tie["failures"] == [] and tie["steps_equal"] == 1 and tie["near_ties"][0]["step"] == 1
+    assert tie["bound"] == pytest.approx(0.02) and tie["max_logit_diff"] == pytest.approx(0.005)
+    # Logits that move by more than the recipe's own error: a kernel computing something else.
+    off = judge_agreement(host, _report([5, 7], [([5, 6], [1.30, 0.90]), ([7, 3], [1.0, 0.995])]), reference, "arm")
+    assert len(off["failures"]) == 1 and "more than the recipe's own error" in off["failures"][0]
+    # A flip to a token the host ranks far below (outside its top k): no near tie.
+    far = judge_agreement(host, _report([5, 9], [([5, 6], [1.0, 0.90]), ([9, 7], [1.0, 0.999])]), reference, "arm")
+    assert any("no near tie" in f for f in far["failures"])
+    # A float artifact has no error of its own: the bound is 1e-4 of the logit scale.
+    strict = judge_agreement(host, _report([5, 7], [([5, 6], [1.001, 0.90]), ([7, 3], [1.0, 0.995])]), None, "arm")
+    assert strict["bound"] == pytest.approx(1e-4) and strict["failures"]

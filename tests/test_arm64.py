@@ -27,6 +27,7 @@ from tests.test_suites_e2e import run_suites
 # The default recipes of the suites, each converted once per session (tiny model: seconds).
 RECIPES = ["none", "fp16", "dynamic_int8", "dynamic_int4_block32"]
 # qemu runs a tiny model ~10× slower than the host does: one short repetition, no bandwidth probe.
+DECODE_STEPS = 16
 SHORT = Workload(prefill_len=32, decode_len=16, threads=2, warmup=0, reps=1, bandwidth_probe_mb=0)
 
 
@@ -159,14 +160,14 @@ def host_runs(tiny_artifact):
             for quant in RECIPES}
 
 
-# Measured: the ARM int4 kernels (every -cpu that runs them agrees) and the host's x86 ones part at the 5th greedy
-# token of the tiny model (x86 ... 1579, 185, 1226 ...; arm64 ... 1579, 777, 958 ...). strict: the day they agree,
-# this says so.
-INT4_DIVERGES = pytest.mark.xfail(strict=True, reason="arm64 and x86 int4 kernels part at the 5th greedy token")
+# Measured: free-running greedy tokens on qemu-arm64 equal the host's for none, fp16 and dynamic_int8; with
+# dynamic_int4_block32 the two part at the 5th token, where the host's top two logits lie 0.0086 apart and the
+# ARM kernels' 0.0004 apart, the other way round (cross-device logit noise 0.012, int4's own error against float
+# 0.14). That is what the agreement check is for: it holds both to one path and bounds the flip.
+FREE_RUNNING_EQUAL = ["none", "fp16", "dynamic_int8"]
 
 
-@pytest.mark.parametrize("quant", [q if q != "dynamic_int4_block32" else pytest.param(q, marks=INT4_DIVERGES)
-                                   for q in RECIPES])
+@pytest.mark.parametrize("quant", FREE_RUNNING_EQUAL)
 def test_qemu_arm64_computes_the_host_tokens(quant, tiny_artifact, host_runs, qemu_user, arm_runner):
     device = open_device("qemu-arm64")
     try:
@@ -175,9 +176,27 @@ def test_qemu_arm64_computes_the_host_tokens(quant, tiny_artifact, host_runs, qe
         device.transport.close()
     assert measured.provenance["device"]["abi"] == "aarch64"
     assert len(measured.report.tokens) == SHORT.decode_len
-    if quant == "dynamic_int4_block32":  # what the two do agree on, so that the xfail is only the known part
-        assert measured.report.tokens[:4] == host_runs[quant][:4]
     assert measured.report.tokens == host_runs[quant]
+
+
+@pytest.mark.parametrize("quant", RECIPES)
+def test_qemu_arm64_agrees_with_the_host_on_every_recipe(quant, tiny_artifact, qemu_user, arm_runner):
+    from harness.accuracy.agreement import check_agreement
+    from harness.measure.device_bench import DeviceBench
+
+    arm = DeviceBench(open_device("qemu-arm64"), arm_runner, timeout=300, cooldown_s=0)
+    host = DeviceBench(open_device("host"), build_runner("host"), timeout=300, cooldown_s=0)
+    try:
+        result = check_agreement("tinyllama", arm, host, tiny_artifact(quant),
+                                 None if quant == "none" else tiny_artifact("none"))
+    finally:
+        arm.device.transport.close()
+    assert result["passed"], result["failures"]
+    assert result["max_logit_diff"] <= result["bound"]
+    if quant in FREE_RUNNING_EQUAL:  # where free-running greedy matches, so does every teacher-forced step
+        assert result["greedy_identical"] and result["steps_equal"] == DECODE_STEPS
+    else:
+        assert result["steps_equal"] >= DECODE_STEPS - 2 and result["steps_agreeing"] >= 4
 
 
 def test_suites_on_qemu_arm64_store_their_cells(tmp_path, qemu_user, arm_runner):

@@ -41,6 +41,40 @@ def test_every_recipe_converts_and_shrinks_the_file(tiny_artifact, quant):
     assert art.meta["bytes"] < 0.6 * fp32  # fp16 halves it, int8 quarters it, int4 goes further
 
 
+@pytest.mark.parametrize("family, quant", [("tinyllama", q) for q in QUANTS if q != "none"]
+                         + [("gemma3", "dynamic_int8")])
+def test_quantizing_the_float_artifact_gives_the_one_step_conversions_bytes(family, quant, tmp_path):
+    """Export once, quantize many: the cached recipe, made from the float artifact, equals what a whole
+    conversion with the recipe writes, byte for byte."""
+    import json
+    import subprocess
+    import sys
+
+    from harness.common.files import REPO_ROOT, sha256_file
+
+    spec, recipe = get_spec(family, "tiny"), Recipe(quant, 32, 128)
+    art = ensure_artifact(spec, recipe)
+    assert art.meta["quantized_from"] == ensure_artifact(spec, Recipe("none", 32, 128)).sha256
+    one_step = tmp_path / "one_step.tflite"
+    job = {"family": family, "size": "tiny", "checkpoint_dir": None, "seed": spec.seed,
+           "recipe": {"quant": quant, "prefill_len": 32, "kv_len": 128, "kv_layout": "default"},
+           "lightweight": False, "out": str(one_step)}
+    subprocess.run([sys.executable, "-m", "harness.artifacts.convert_worker", json.dumps(job)], cwd=REPO_ROOT,
+                   check=True, capture_output=True, timeout=600)
+    assert sha256_file(one_step) == art.sha256
+
+
+def test_float_artifact_cached_without_its_recipes_still_roots_its_quantizations():
+    from harness.artifacts.cache import RECIPES_FILE
+
+    spec = get_spec("tinyllama", "tiny")
+    root = ensure_artifact(spec, Recipe("none", 16, 64))
+    (root.path.parent / RECIPES_FILE).unlink()  # as a harness before export-once left it
+    art = ensure_artifact(spec, Recipe("weight_only_int8", 16, 64))
+    assert art.meta["quantized_from"] == root.sha256 and (root.path.parent / RECIPES_FILE).is_file()
+    assert set(Interpreter(model_path=str(art.path)).get_signature_list()) == {"prefill", "decode"}
+
+
 def test_second_request_converts_nothing(tiny_artifact):
     first = tiny_artifact("dynamic_int8")
     start = time.monotonic()
@@ -58,6 +92,10 @@ def test_cache_key_covers_what_changes_the_bytes():
     assert base != cache_key(spec, Recipe("dynamic_int8", 32, 256))[0]
     assert base != cache_key(get_spec("tinyllama", "tiny", seed=7), Recipe("dynamic_int8", 32, 128))[0]
     assert cache_key(spec, Recipe())[1]["tools"]["litert-torch"]  # tool versions are part of the key
+    # The float artifact is converted; tiny recipes are quantized from it, full-size ones converted lightweight.
+    assert "quantized_from_float" not in cache_key(spec, Recipe("none", 32, 128))[1]
+    assert cache_key(spec, Recipe("dynamic_int8", 32, 128))[1]["quantized_from_float"]
+    assert "quantized_from_float" not in cache_key(get_spec("tinyllama", "full"), Recipe("dynamic_int8"))[1]
 
 
 def test_unknown_quant_lists_the_known_ones():

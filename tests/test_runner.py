@@ -4,6 +4,7 @@ bandwidth probe, cold and warm init, and its exit codes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -15,6 +16,7 @@ import pytest
 
 from device_runners.runners import native as build
 from device_runners.runners.native import RunnerBuild, build_runner
+from device_runners.runners.report import RunnerReport
 from harness.common.options import default
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,8 +26,8 @@ KV_HEADS, HEAD_DIM = 1, 32
 KV_CACHE_BYTES = 2 * LAYERS * KV_LEN * KV_HEADS * HEAD_DIM * 4  # k and v, float32
 FIELDS = {"runner", "runner_version", "api", "runtime", "runtime_version", "model", "model_bytes", "threads",
           "prefill_len", "decode_len", "depth", "kv_len", "vocab", "num_layers", "kv_cache_bytes", "weight_bytes",
-          "warmup", "init_ms", "init_warm_ms", "samples", "tokens", "peak_rss_kb", "vmhwm_kb", "bandwidth",
-          "xnnpack"}
+          "warmup", "init_ms", "init_warm_ms", "samples", "tokens", "top_logits", "peak_rss_kb", "vmhwm_kb",
+          "bandwidth", "xnnpack"}
 SAMPLE_FIELDS = {"prefill_s", "prefill_tok_s", "decode_s", "decode_tok_s", "ttft_ms"}
 BANDWIDTH_FIELDS = {"read_gb_s", "median_gb_s", "probe_bytes", "threads", "passes"}
 
@@ -63,7 +65,7 @@ def inprocess_json(model: Path, *args: object) -> dict:
 def test_json_has_every_field_with_sane_values(runner, tiny_models, api):
     model = tiny_models["dynamic_int8"]
     out = run_json(runner, "--model", model, "--api", api, "--threads", 2, "--decode", 8, "--reps", 3)
-    assert set(out) == FIELDS
+    assert set(out) == FIELDS == {f.name for f in dataclasses.fields(RunnerReport)}  # the C++ and its twin
     assert (out["runner"], out["runner_version"], out["api"], out["runtime"]) == (
         "llm_runner", "0.1.0", api, "LiteRT")
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", out["runtime_version"])
@@ -194,6 +196,24 @@ def test_prompt_tokens_flag(runner, tiny_models):
                     *workload)["tokens"] == tokens
 
 
+def test_top_k_lists_each_steps_highest_logits_and_follow_tokens_feeds_the_path(runner, tiny_models):
+    model = tiny_models["dynamic_int8"]
+    workload = ("--threads", 2, "--decode", 8, "--warmup", 0, "--reps", 1)
+    free = run_json(runner, "--model", model, *workload, "--top-k", 4)
+    assert run_json(runner, "--model", model, *workload)["top_logits"] == []  # off by default
+    assert len(free["top_logits"]) == 8
+    for token, step in zip(free["tokens"], free["top_logits"], strict=True):
+        assert len(step["ids"]) == 4 and step["ids"][0] == token  # the argmax heads the list
+        assert step["logits"] == sorted(step["logits"], reverse=True)
+    # Fed its own path, the runner retraces it; fed another, only step 0 (before any fed token) is the same.
+    same = run_json(runner, "--model", model, *workload, "--top-k", 4,
+                    "--follow-tokens", ",".join(map(str, free["tokens"][:-1])))
+    assert same["tokens"] == free["tokens"] and same["top_logits"] == free["top_logits"]
+    other = [(t + 1) % VOCAB for t in free["tokens"][:-1]]
+    fed = run_json(runner, "--model", model, *workload, "--top-k", 4, "--follow-tokens", ",".join(map(str, other)))
+    assert fed["top_logits"][0] == free["top_logits"][0] and fed["top_logits"][1:] != free["top_logits"][1:]
+
+
 def _corrupt_files(folder: Path, good: Path) -> dict[str, Path]:
     files = {"garbage": bytes(range(256)) * 64, "empty": b"", "truncated": good.read_bytes()[:4096]}
     for name, data in files.items():
@@ -233,7 +253,8 @@ def test_bad_flags_exit_2_with_usage(runner, args):
     # What was wrong is the last line (after the usage text), where a terminal and the harness's tail show it.
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     for flag in ("--model", "--prefill", "--decode", "--threads", "--warmup", "--reps", "--api",
-                 "--prompt-tokens", "--depth", "--bandwidth-probe-mb", "--no-warm-init"):
+                 "--prompt-tokens", "--depth", "--bandwidth-probe-mb", "--no-warm-init", "--top-k",
+                 "--follow-tokens"):
         assert flag in proc.stderr
 
 
@@ -243,6 +264,9 @@ def test_bad_flags_exit_2_with_usage(runner, args):
     (["--depth", str(KV_LEN - 15), "--decode", "16"], f"depth {KV_LEN - 15} + decode 16 exceeds the KV cache length"),
     (["--prompt-tokens", "1,2,3"], f"the model's prefill length is {PREFILL}"),
     (["--prompt-tokens", ",".join([str(VOCAB)] * PREFILL)], f"outside the vocabulary of {VOCAB}"),
+    (["--decode", "8", "--follow-tokens", "1,2"], "--follow-tokens has 2 tokens; --decode 8 needs 7"),
+    (["--decode", "3", "--follow-tokens", f"1,{VOCAB}"], f"--follow-tokens token {VOCAB} is outside the vocabulary"),
+    (["--top-k", str(VOCAB + 1)], f"--top-k {VOCAB + 1} exceeds the vocabulary of {VOCAB}"),
 ])
 def test_workload_that_does_not_fit_the_model_exits_2(runner, tiny_models, args, message):
     proc = run(runner, "--model", tiny_models["dynamic_int8"], *args)

@@ -78,7 +78,7 @@ def test_roofline_calls_a_share_over_100_percent_cache_resident():
     from harness.measure.roofline import roofline
 
     report = RunnerReport("llm_runner", "0.1.0", "compiled_model", "LiteRT", "2.23.0", "m.tflite", 2_000_000, 2,
-                          32, 16, 0, 128, 1000, 2, 65_536, 1_000_000, 1, 10.0, 5.0, [], [], 1, 1,
+                          32, 16, 0, 128, 1000, 2, 65_536, 1_000_000, 1, 10.0, 5.0, [], [], [], 1, 1,
                           Bandwidth(10.0, 9.0, 1 << 30, 2, [10.0]), True)
     fits = roofline(report, decode_tok_s=18_300.0, prefill_s=0.01, compute=None)  # 1.07 MB × 18.3k/s = 19.5 GB/s
     assert fits["cache_resident"] is True and fits["decode_bandwidth_share"] is None

@@ -237,7 +237,8 @@ def run_inprocess(
         model_bytes=Path(path).stat().st_size, threads=threads, prefill_len=p, decode_len=decode, depth=depth,
         kv_len=m.kv_len, vocab=vocab, num_layers=sum(name.startswith("kv_cache_k_") for name in m.kv),
         kv_cache_bytes=m.kv_cache_bytes, weight_bytes=weight_bytes(path), warmup=warmup, init_ms=init_ms,
-        init_warm_ms=init_warm_ms, samples=samples, tokens=tokens, peak_rss_kb=peak_rss_kb, vmhwm_kb=vmhwm_kb,
+        init_warm_ms=init_warm_ms, samples=samples, tokens=tokens, top_logits=[], peak_rss_kb=peak_rss_kb,
+        vmhwm_kb=vmhwm_kb,
         bandwidth=None,  # no probe in the yardstick; llm_runner measures it
         xnnpack=True,
     )

@@ -9,6 +9,10 @@ the library inside are checked against pinned sha256s.
 The cache key is the sha256 of the runner's sources and CMakeLists, of the toolchain file, of the runtime
 library it links and of the target, so a second call with nothing changed builds nothing. The binary is meant
 to run next to a copy of its runtime library (RUNPATH $ORIGIN): that is how it is pushed to a device.
+
+`ios-arm64` is not built here: an iPhone runs the runner as an app, built with Xcode on a Mac
+(device_runners/native/ios/README.md) and given as --runner-app PATH.ipa; without one, the app the device has
+installed runs (ios_runner). The app holds its runtime, so its RunnerBuild has no separate library.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from device_runners.transports.ios_support import INSTALLED_APP, IOS_README, IOS_TARGET, read_ipa
 from harness.common.files import cache_root
 from harness.common.text import tail
 
 NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
-TARGETS = ("host", "linux-arm64", "android-arm64")
+TARGETS = ("host", "linux-arm64", "android-arm64", IOS_TARGET)
 RUNTIME_LIB = "liblitert-lm.so"
 # The last litert-lm-api whose library exports the TFLite C API (0.19 nightlies no longer do).
 LITERT_LM_VERSION = "0.18.1"
@@ -71,8 +76,8 @@ _WHEEL_LIBS = {
 
 @dataclasses.dataclass(frozen=True)
 class RunnerBuild:
-    binary: Path
-    runtime_lib: Path  # push it next to the binary
+    binary: Path  # for ios-arm64: the app's .ipa, or INSTALLED_APP (the app the device has)
+    runtime_lib: Path | None  # push it next to the binary; None where the program holds it (the iOS app)
     target: str
 
 
@@ -84,6 +89,9 @@ def default_cache_dir() -> Path:
 def build_runner(target: str = "host", cache_dir: Path | None = None) -> RunnerBuild:
     """Build llm_runner for `target` ("host", "linux-arm64" or "android-arm64"), or reuse the cached build."""
     _check_target(target)
+    if target == IOS_TARGET:
+        raise RuntimeError(f"the iOS runner is an app, built with Xcode on a Mac, not here: build it as {IOS_README} "
+                           "describes and pass the .ipa with --runner-app PATH.ipa")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     toolchain_files: list[Path] = []
     if target == "host":
@@ -109,6 +117,8 @@ def prebuilt_runner(binary: Path | str, target: str = "host", cache_dir: Path | 
     """A runner built elsewhere; its runtime library is the liblitert-lm.so next to it, else the one
     build_runner would link for `target`."""
     _check_target(target)
+    if target == IOS_TARGET:
+        return ios_runner(binary)
     binary = Path(binary).resolve()
     if not binary.is_file():
         raise FileNotFoundError(f"runner binary '{binary}' does not exist")
@@ -117,6 +127,27 @@ def prebuilt_runner(binary: Path | str, target: str = "host", cache_dir: Path | 
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         lib = host_runtime_lib() if target == "host" else arm64_runtime_lib(target, cache)
     return RunnerBuild(binary, lib, target)
+
+
+def ios_runner(app: Path | str | None = None) -> RunnerBuild:
+    """The iOS runner: the app package (.ipa) given, which the device installs when it lacks it or has another
+    build; without one, the runner app the device has installed (its absence fails the cell, saying how to build
+    and pass one)."""
+    if app is None:
+        return RunnerBuild(INSTALLED_APP, None, IOS_TARGET)
+    app = Path(app).resolve()
+    if app.suffix != ".ipa":
+        raise ValueError(f"--runner-app {app}: the iOS runner is an app package (.ipa; {IOS_README})")
+    read_ipa(app)  # a zip with the runner app's Info.plist, checked before any device is touched
+    return RunnerBuild(app, None, IOS_TARGET)
+
+
+def runner_for_target(target: str, runner_bin: Path | None = None, runner_app: Path | None = None) -> RunnerBuild:
+    """The runner a device of `target` runs: iOS devices the app (--runner-app, else the installed one), the others
+    --runner-bin when given, else the cached build."""
+    if target == IOS_TARGET:
+        return ios_runner(runner_app)
+    return prebuilt_runner(runner_bin, target) if runner_bin else build_runner(target)
 
 
 def host_runtime_lib() -> Path:

@@ -38,6 +38,18 @@ class Bandwidth:
 
 
 @dataclasses.dataclass(frozen=True)
+class TopStep:
+    """One decode step's highest logits (the runner's --top-k), highest first."""
+
+    ids: list[int]
+    logits: list[float]
+
+    def logit(self, token: int) -> float | None:
+        """The step's logit for `token`, where it is among the top k."""
+        return self.logits[self.ids.index(token)] if token in self.ids else None
+
+
+@dataclasses.dataclass(frozen=True)
 class RunnerReport:
     runner: str
     runner_version: str
@@ -60,6 +72,7 @@ class RunnerReport:
     init_warm_ms: float | None  # the second load (None with --no-warm-init)
     samples: list[Sample]
     tokens: list[int]  # greedy tokens of the last repetition
+    top_logits: list[TopStep]  # per decode step of the last repetition, with --top-k; else []
     peak_rss_kb: int  # getrusage ru_maxrss
     vmhwm_kb: int | None  # /proc/self/status VmHWM, where readable
     bandwidth: Bandwidth | None
@@ -85,9 +98,11 @@ class RunnerReport:
                        for s in doc["samples"]]
             bandwidth = None if doc["bandwidth"] is None else Bandwidth(**{
                 f.name: doc["bandwidth"][f.name] for f in dataclasses.fields(Bandwidth)})
+            top = [TopStep([int(i) for i in t["ids"]], [float(x) for x in t["logits"]]) for t in doc["top_logits"]]
         except (KeyError, TypeError, ValueError) as e:
-            raise ReportError(f"runner document has a malformed sample or bandwidth: {e!r}") from None
-        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth"}}, samples=samples, bandwidth=bandwidth)
+            raise ReportError(f"runner document has a malformed sample, bandwidth or top_logits: {e!r}") from None
+        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth", "top_logits"}}, samples=samples,
+                   bandwidth=bandwidth, top_logits=top)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

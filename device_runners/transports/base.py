@@ -69,6 +69,8 @@ class Transport(abc.ABC):
     that group on the device), and `_cleanup` when it leaves files there."""
 
     kind: str
+    # The runner's bandwidth probe forks helper processes; an iOS app may not fork, so there it is not run.
+    can_fork: bool = True
 
     def __init__(self) -> None:
         self._numbers = itertools.count(1)

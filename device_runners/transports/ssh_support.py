@@ -1,17 +1,16 @@
 """What SshTransport (ssh.py) stands on: board addresses and options, its errors, and the private asyncio
-event loop that runs asyncssh behind the synchronous Transport API."""
+event loop (event_loop.py) that runs asyncssh behind the synchronous Transport API."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import re
 import signal
-import threading
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
+
+from device_runners.transports.event_loop import EventLoopThread  # noqa: F401 - the SSH transport's loop
 
 SSH_FORM = "ssh:USER@HOST[:PORT]"
 ROOT_UNDER_HOME = ".cache/litert-bench"
@@ -26,7 +25,6 @@ RUNNER_TARGETS = {"aarch64": "linux-arm64", "arm64": "linux-arm64", "x86_64": "h
 # USER@HOST:PORT, USER and PORT optional; an IPv6 address in brackets.
 _ADDRESS = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:@\s\[\]]+))"
                       r"(?::(?P<port>\d+))?")
-_T = TypeVar("_T")
 
 
 class SshDeviceError(RuntimeError):
@@ -100,29 +98,6 @@ class Completed(NamedTuple):
     code: int
     stdout: str
     stderr: str
-
-
-class EventLoopThread:
-    """An asyncio loop in a daemon thread; `call` runs a coroutine there and waits for it from this thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="ssh-transport", daemon=True)
-        self.thread.start()
-
-    def call(self, coro: Awaitable[_T], timeout: float) -> _T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-        try:
-            return future.result(timeout)
-        except BaseException:  # our timeout, Ctrl-C: the coroutine must not go on behind our back
-            future.cancel()
-            raise
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 def as_text(data: Any) -> str:

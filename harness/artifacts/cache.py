@@ -1,7 +1,10 @@
 """Converted artifacts: PyTorch model → one .tflite with `prefill` and `decode` signatures, cached by content.
 
 The cache key covers everything that changes the bytes (model spec and weights source, quantization recipe,
-lengths, conversion tool versions), so a second run with the same inputs converts nothing. Conversion runs in
+lengths, conversion tool versions), so a second run with the same inputs converts nothing. A model is exported
+once: its float artifact is the root of its recipes, each quantized from that file (`quantized_from_float`),
+except where conversion is lightweight (full-size quantized models), whose float flatbuffer differs from the
+plain float artifact's and which therefore keep the one-step path. Conversion runs in
 a child process (harness/artifacts/convert_worker.py): it needs 13+ GiB at full size and leaves PyTorch's
 threads spinning, neither of which should stay in the process that then measures.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -26,6 +29,7 @@ from models.spec import ModelSpec, compute_profile
 
 # Bump when harness/artifacts/convert_worker.py changes what it writes.
 CONVERTER_REVISION = 1
+RECIPES_FILE = "recipes.json"  # beside a float artifact: ai-edge-quantizer's recipe per quantization
 _TOOLS = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "litert-converter")
 
 
@@ -48,6 +52,8 @@ def cache_key(spec: ModelSpec, recipe: Recipe) -> tuple[str, dict]:
         "tools": {name: metadata.version(name) for name in _TOOLS},
         "converter_revision": CONVERTER_REVISION,
     }
+    if quantized_from_float(spec, recipe):  # another way to the bytes: a key of its own
+        inputs["quantized_from_float"] = True
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     return digest, inputs
 
@@ -63,6 +69,14 @@ def _recipe_inputs(recipe: Recipe) -> dict:
 def uses_lightweight_conversion(spec: ModelSpec, recipe: Recipe) -> bool:
     # Full-size quantized conversion in one step peaks above 20 GiB; the lightweight path stays near 13 GiB.
     return spec.size == "full" and recipe.quant != "none"
+
+
+def quantized_from_float(spec: ModelSpec, recipe: Recipe) -> bool:
+    return recipe.quant != "none" and not uses_lightweight_conversion(spec, recipe)
+
+
+def float_recipe(recipe: Recipe) -> Recipe:
+    return dataclasses.replace(recipe, quant="none")
 
 
 def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artifact:
@@ -81,6 +95,35 @@ def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artif
         return _load_or_convert(spec, recipe, key, inputs, folder, log)
 
 
+def _run_worker(args: list[str], log) -> tuple[int, int]:
+    """`python -m ARGS`'s exit code and its own peak RSS in KiB (wait4 gives this child's rusage, where
+    RUSAGE_CHILDREN would give the largest child so far: the float export before a quantization)."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)  # so that Popen does not wait for it again
+    return proc.returncode, usage.ru_maxrss
+
+
+def _quant_recipes(root: Artifact, job: dict, log) -> Path:
+    """The float artifact's translated quantization recipes, written by its export (or now, for a float
+    artifact cached before they were kept)."""
+    path = root.path.parent / RECIPES_FILE
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        returncode, _ = _run_worker(["harness.artifacts.convert_worker",
+                                     json.dumps({**job, "recipes_only": True, "out": str(partial)})], log)
+        if returncode != 0:
+            raise RuntimeError(f"translating the quantization recipes of {job['family']} failed with exit code "
+                               f"{returncode}; its output is above")
+        partial.rename(path)
+    return path
+
+
 def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, folder: Path, log) -> Artifact:
     model_path, meta_path = folder / "model.tflite", folder / "meta.json"
     if model_path.is_file() and meta_path.is_file():
@@ -91,6 +134,9 @@ def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, fo
         return Artifact(model_path, meta)
 
     partial = folder / "model.tflite.partial"
+    # Taken while this folder is locked: the float artifact's lock is only ever taken after a recipe's, never the
+    # other way round, so two processes cannot wait on each other.
+    root = ensure_artifact(spec, float_recipe(recipe), log=log) if quantized_from_float(spec, recipe) else None
     job = {
         "family": spec.family.name,
         "size": spec.size,
@@ -100,15 +146,19 @@ def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, fo
         "lightweight": inputs["lightweight"],
         "out": str(partial),
     }
-    print(f"converting {spec.name} quant={recipe.quant} prefill={recipe.prefill_len} kv={recipe.kv_len} ...",
+    verb = "quantizing" if root else "converting"
+    print(f"{verb} {spec.name} quant={recipe.quant} prefill={recipe.prefill_len} kv={recipe.kv_len} ...",
           file=log, flush=True)
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "harness.artifacts.convert_worker", json.dumps(job)],
-                          stdout=log, stderr=subprocess.STDOUT)
+    if root:
+        returncode, peak_kb = _run_worker(["harness.artifacts.quantize_worker", str(root.path),
+                                           str(_quant_recipes(root, job, log)), recipe.quant, str(partial)], log)
+    else:
+        returncode, peak_kb = _run_worker(["harness.artifacts.convert_worker", json.dumps(job)], log)
     seconds = time.monotonic() - start
-    if proc.returncode != 0 or not partial.is_file():
+    if returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
-        raise RuntimeError(f"conversion of {spec.name} ({recipe.quant}) failed with exit code {proc.returncode}; "
+        raise RuntimeError(f"conversion of {spec.name} ({recipe.quant}) failed with exit code {returncode}; "
                            "its output is above")
     meta = {
         "key": key,
@@ -121,13 +171,15 @@ def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, fo
         "bytes": partial.stat().st_size,
         "sha256": sha256_file(partial),
         "convert_seconds": round(seconds, 2),
-        # ru_maxrss of waited-for children: the largest child so far, i.e. this conversion unless an
-        # earlier child of this process was larger.
-        "convert_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "quantized_from": root.sha256 if root else None,  # the float artifact's bytes
+        "convert_peak_rss_mb": round(peak_kb / 1024, 1),
         "compute": compute_profile(spec.config(), recipe.prefill_len, recipe.kv_len),
     }
     meta_path.write_text(json.dumps(meta, indent=2))
+    recipes = Path(f"{partial}.recipes.json")  # a float export's: what its quantized recipes are made with
+    if recipes.is_file():
+        recipes.rename(folder / RECIPES_FILE)
     partial.rename(model_path)
-    print(f"converted {spec.name} {recipe.quant} in {seconds:.1f} s → {model_path} "
+    print(f"{'quantized' if root else 'converted'} {spec.name} {recipe.quant} in {seconds:.1f} s → {model_path} "
           f"({meta['bytes'] / 2**20:.1f} MiB)", file=log, flush=True)
     return Artifact(model_path, meta)

@@ -4,10 +4,15 @@
 Builds the reauthored model and exports exactly two signatures that share one copy of the weights:
 `prefill` (tokens [1, P]) and `decode` (tokens [1, 1]), each with the KV cache as inputs and outputs, in
 litert-torch's default layout or, for bundles that LiteRT-LM's engine runs, its transposed one.
+
+A float export also writes, beside its file (OUT.recipes.json), the ai-edge-quantizer recipe that litert-torch
+translates each quantization to for this model: harness/artifacts/quantize_worker.py makes the model's other
+recipes from the float file with them, without importing torch or litert-torch.
 """
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 from litert_torch._convert import interface as litert_converter
@@ -42,14 +47,30 @@ def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len:
     conv.convert(quant_config=recipe, lightweight_conversion=lightweight).export(out)
 
 
+def quant_recipes(config) -> dict[str, list]:
+    """{quant: the ai-edge-quantizer recipe (JSON-able) that litert-torch's one-step conversion would use}."""
+    from litert_torch.quantize import translate_recipe
+
+    from harness.artifacts.recipe import QUANTS
+
+    return {quant: translate_recipe.translate_to_ai_edge_recipe(
+                converter.get_quant_recipe_from_flag(quant, config).generative_recipe)
+            for quant in QUANTS if quant != "none"}
+
+
 def main(job: dict) -> None:
     from models.weights import build_model
 
     spec = get_spec(job["family"], job["size"], job["checkpoint_dir"], job["seed"])
     recipe = job["recipe"]
+    if job.get("recipes_only"):  # for a float artifact cached before recipes were kept beside it
+        Path(job["out"]).write_text(json.dumps(quant_recipes(spec.config())))
+        return
     model = build_model(spec, recipe["kv_len"])
     export(model, spec.config(), recipe["quant"], recipe["prefill_len"], recipe["kv_len"], job["out"],
            job["lightweight"], recipe.get("kv_layout", "default"))
+    if recipe["quant"] == "none":
+        Path(job["out"] + ".recipes.json").write_text(json.dumps(quant_recipes(spec.config())))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@
   store import --results-db URL [SPILL.json ...]
                                                 → cells that could not be stored (spilled beside the database)
   build-runner --target host|linux-arm64|android-arm64            → builds the native runner (cached); prints
-                                                  the binary's path
-  devices                                                           → the host and every attached adb device
+                                                  the binary's path (ios-arm64 is an app built with Xcode)
+  devices                                                           → the host, SSH boards, every attached iPhone
+                                                  or iPad (usbmuxd) and every attached adb device
   devices  --clean [--keep N | --older-than DAYS]
-                                                → on every attached adb device: stop and remove what dead
+                                                → on every attached adb and iOS device: stop and remove what dead
                                                   sessions left, and trim the pushed-file cache
   bundle   --model NAME --quant Q --format litertlm,task --out DIR  → .litertlm / .task with a SentencePiece
                                                   tokenizer trained offline; prints their contents as JSON
@@ -63,7 +64,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from device_runners.device import open_device
-    from device_runners.runners.native import build_runner, prebuilt_runner
+    from device_runners.runners.native import runner_for_target
     from harness.measure.bench import RunnerError, Workload
     from harness.measure.device_bench import DeviceBench
     from harness.measure.metrics import CellResult
@@ -77,8 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     prefill = args.prefill or meta.get("prefill_len")
     if not prefill:
         raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
-    runner = prebuilt_runner(args.runner_bin, device.profile.runner_target) if args.runner_bin \
-        else build_runner(device.profile.runner_target)
+    runner = runner_for_target(device.profile.runner_target, args.runner_bin, args.runner_app)
     workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus,
                         args.bandwidth_probe_mb)
     # The suites' path: the device's lock, then the run; closing it stops what still runs and cleans up.
@@ -188,7 +188,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> None:
-    from device_runners.device import attached_devices, configured_boards, open_device
+    from device_runners.device import attached_devices, attached_ios_devices, configured_boards, open_device
 
     if args.clean:
         _clean_devices(args.keep, args.older_than)
@@ -198,16 +198,20 @@ def cmd_devices(args: argparse.Namespace) -> None:
     print(json.dumps({"device": "host", **dataclasses.asdict(open_device("host").facts)}))
     for row in configured_boards():  # boards over SSH whose profiles carry an address: those that answer, and why not
         print(json.dumps(row), flush=True)
+    for row in attached_ios_devices():  # through usbmuxd: model, iOS version, profile, free storage
+        print(json.dumps(row), flush=True)
     for row in attached_devices():  # through the adb server: model, ABI, CPU clusters, free storage
         print(json.dumps(row))
 
 
 def _clean_devices(keep: int | None, older_than_days: float | None) -> None:
-    """One JSON line per attached adb device: what was removed from it. Each device is cleaned under its lock,
-    so no session of this machine stages or runs there meanwhile."""
+    """One JSON line per attached iOS and adb device: what was removed from it. Each device is cleaned under its
+    lock, so no session of this machine stages or runs there meanwhile."""
     from device_runners.transports.adb import AdbAddress, AdbTransport, attached
     from harness.measure.device_lock import device_lock
 
+    for row in _clean_ios_devices(keep, older_than_days):
+        print(json.dumps(row), flush=True)
     for info in attached():
         row: dict = {"device": f"adb:{info.serial}", "state": info.state}
         if info.state == "device":
@@ -215,6 +219,30 @@ def _clean_devices(keep: int | None, older_than_days: float | None) -> None:
             with device_lock(transport.identity):
                 row["removed"] = transport.clean(keep, older_than_days)
         print(json.dumps(row), flush=True)
+
+
+def _clean_ios_devices(keep: int | None, older_than_days: float | None) -> list[dict]:
+    """The same on every iPhone or iPad usbmuxd lists (none where there is no usbmuxd)."""
+    from device_runners.device import attached_ios_devices
+    from device_runners.transports.ios import IosTransport
+    from device_runners.transports.ios_support import IosDeviceError
+    from harness.measure.device_lock import device_lock
+
+    rows = []
+    for info in attached_ios_devices():
+        row: dict = {"device": info["device"], "state": info["state"]}
+        if info["state"] == "device":
+            try:
+                transport = IosTransport(row["device"], row["device"].removeprefix("ios:"))
+                try:
+                    with device_lock(transport.identity):
+                        row["removed"] = transport.clean(keep, older_than_days)
+                finally:
+                    transport.close()
+            except IosDeviceError as e:  # no runner app there, no developer image: the other devices go on
+                row["error"] = str(e)
+        rows.append(row)
+    return rows
 
 
 def cmd_bundle(args: argparse.Namespace) -> None:

@@ -112,15 +112,18 @@ def _device_commands(sub, devices: list[str]) -> None:
     b.add_argument("--timeout", dest="runner_timeout", type=_one(OPTIONS["runner_timeout"]),
                    default=argparse.SUPPRESS, help="the same as --runner-timeout")
     b.add_argument("--runner-bin", type=Path, default=None, help="a prebuilt runner binary")
+    b.add_argument("--runner-app", type=Path, default=None,
+                   help="the iOS runner app (.ipa), installed when the device lacks it or has another build")
     b.add_argument("--json", action="store_true", help="print JSON (medians, samples, spread, device facts)")
 
     br = sub.add_parser("build-runner", help="build the native runner for a target (cached); print the binary's path")
     br.add_argument("--target", default="host", choices=_runner_targets(), help="runner build target [host]")
 
-    d = sub.add_parser("devices", help="list the host, the SSH boards with an address in devices.toml and the "
-                                       "attached adb devices, with what they report")
+    d = sub.add_parser("devices", help="list the host, the SSH boards with an address in devices.toml, the "
+                                       "attached iPhones and iPads and the attached adb devices, with what they "
+                                       "report")
     d.add_argument("--clean", action="store_true",
-                   help="on every attached adb device: kill runners of sessions that are gone and remove their "
+                   help="on every attached adb and iOS device: kill runners of sessions that are gone and remove their "
                         "working folders (run-*) and cut-off pushes (.part)")
     trim = d.add_mutually_exclusive_group()
     trim.add_argument("--keep", type=_at_least_zero(int), metavar="N",

@@ -95,7 +95,7 @@ _PARSERS = {"int": _number(int), "float": _number(float), "str": str, "path": st
 
 OPTIONS: dict[str, Option] = {o.dest: o for o in (
     # what to measure
-    Option("--device", "strs", ("host",), "device profile(s) or adb:SERIAL[@HOST:PORT], comma-separated",
+    Option("--device", "strs", ("host",), "device profile(s), adb:SERIAL[@HOST:PORT] or ios:UDID, comma-separated",
            choices="devices"),
     Option("--models", "strs", None, "model families, comma-separated [performance: tinyllama; accuracy: every "
                                      "family]", choices="models"),
@@ -119,6 +119,9 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in (
     Option("--checkpoint-dir", "path", None, "local HF safetensors checkpoint (else seeded random weights)"),
     Option("--seed", "int", 1234, "seed of the random weights"),
     Option("--runner-bin", "path", None, "use this prebuilt runner instead of building one"),
+    Option("--runner-app", "path", None, "the iOS runner app (.ipa built with Xcode: device_runners/native/ios/"
+                                         "README.md), installed on iOS devices when missing or different [the app "
+                                         "they have]"),
     Option("--runner-timeout", "float", 600.0, "seconds before the runner is killed on the device", minimum=1),
     # where results go and how they are judged
     Option("--accuracy-thresholds", "path", None, "quantization drift bounds (TOML) [accuracy.toml]"),

@@ -42,12 +42,16 @@ class Workload:
     cpus: tuple[int, ...] | None = None  # pin to these cores instead of the device's fastest
     # 0: no bandwidth probe. Smaller probes under-read this host's bandwidth (256 MiB: below what decode streams).
     bandwidth_probe_mb: int = default("bandwidth_probe_mb")
+    # For comparing devices, not for timing: the N highest logits of every decode step, and decode steps fed
+    # these tokens instead of their own argmax (the runner's --top-k and --follow-tokens).
+    top_k: int = 0
+    follow_tokens: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("prefill_len", "decode_len", "threads", "reps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "depth", "bandwidth_probe_mb"):
+        for name in ("warmup", "depth", "bandwidth_probe_mb", "top_k"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -117,11 +121,11 @@ def bench(device: Device, runner: RunnerBuild, model: Path, workload: Workload, 
           compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> Measurement:
     """Run the native runner once (warmup + reps inside): its report, summarized, with context."""
     check_abi(device, runner)
-    # RUNPATH $ORIGIN: the library sits next to the binary
-    binary, lib = device.transport.stage_together([runner.binary, runner.runtime_lib])
+    # RUNPATH $ORIGIN: the library sits next to the binary (the iOS app holds its own: runtime_lib is None)
+    binary, *lib = device.transport.stage_together([runner.binary, *filter(None, [runner.runtime_lib])])
     result = run_benchmark(device, [binary], model, workload, timeout, compute, cv_limit_pct)
     result.provenance["sha256"] |= {"runner": device.transport.sha256(binary),
-                                    "runtime_lib": device.transport.sha256(lib)}
+                                    **({"runtime_lib": device.transport.sha256(lib[0])} if lib else {})}
     return result
 
 
@@ -146,12 +150,18 @@ def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: fl
 def run_benchmark(device: Device, program: list[str], model: Path, workload: Workload, timeout: float,
                   compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> Measurement:
     """Run a program that speaks the runner's command line and prints its JSON, pinned and under a timeout."""
+    if not device.transport.can_fork:  # the probe forks; on iOS it is not run, and the report says so (null)
+        workload = dataclasses.replace(workload, bandwidth_probe_mb=0)
     cpus = list(workload.cpus) if workload.cpus else device.cpus_for(device.threads_for(workload.threads))
     threads = min(workload.threads, len(cpus))
     model_on_device = device.transport.stage(model)
     argv = [*program, "--model", model_on_device, "--prefill", workload.prefill_len,
             "--decode", workload.decode_len, "--threads", threads, "--warmup", workload.warmup,
             "--reps", workload.reps, "--depth", workload.depth, "--bandwidth-probe-mb", workload.bandwidth_probe_mb]
+    if workload.top_k:
+        argv += ["--top-k", workload.top_k]
+    if workload.follow_tokens:
+        argv += ["--follow-tokens", ",".join(map(str, workload.follow_tokens))]
     before = device.transport.state()
     result = device.transport.run(argv, timeout=timeout, cpus=cpus)
     after = device.transport.state()

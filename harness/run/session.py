@@ -10,7 +10,7 @@ import dataclasses
 import sys
 
 from device_runners.device import Device, open_device
-from device_runners.runners.native import RunnerBuild, build_runner, prebuilt_runner
+from device_runners.runners.native import RunnerBuild, runner_for_target
 from harness.accuracy.agreement import DECODE, PREFILL, check_agreement
 from harness.accuracy.registry import run_check
 from harness.artifacts.cache import ensure_artifact
@@ -82,10 +82,8 @@ class BenchSession:
     def runner_for(self, device: Device) -> RunnerBuild:
         target = device.profile.runner_target
         if target not in self._runners:
-            if self.settings.runner_bin:
-                self._runners[target] = prebuilt_runner(self.settings.runner_bin, target)
-            else:
-                self._runners[target] = build_runner(target)
+            s = self.settings
+            self._runners[target] = runner_for_target(target, s.runner_bin, s.runner_app)
         return self._runners[target]
 
     def measure(self, cell: Cell) -> MeasuredCell:
@@ -130,7 +128,11 @@ class BenchSession:
         if cell.check == "agreement":  # the device's runner against the host's, on the same file
             recipe = Recipe(cell.quant, PREFILL, kv_len_for(PREFILL, DECODE))
             artifact = ensure_artifact(spec, recipe, log=self.log)
-            return check_agreement(spec.name, self.device_bench(cell.device), self.device_bench("host"), artifact)
+            # The float artifact measures the recipe's own error, which bounds how far the device may differ.
+            reference = None if cell.quant == "none" else ensure_artifact(
+                spec, dataclasses.replace(recipe, quant="none"), log=self.log)
+            return check_agreement(spec.name, self.device_bench(cell.device), self.device_bench("host"), artifact,
+                                   reference)
         return run_check(spec, cell.check, cell.quant, self.settings.accuracy_thresholds)
 
     def gate(self, result_id: int) -> CellVerdict:

@@ -75,6 +75,7 @@ class Settings:
     checkpoint_dir: Path | None = None
     seed: int = default("seed")
     runner_bin: Path | None = None
+    runner_app: Path | None = None  # the iOS runner app (.ipa); None: the one the device has installed
     runner_timeout: float = default("runner_timeout")
     results_db: str = default("results_db")
     report_dir: Path = Path(default("report"))

@@ -69,11 +69,13 @@ def settings_from(config: pytest.Config) -> Settings:
     v = _values(config)
     # `-m full` alone means the full-size configs: their cells are the ones marked `full`.
     size = v["size"] or ("full" if "full" in (config.option.markexpr or "") else Settings.size)
-    ckpt, runner_bin = v["checkpoint_dir"], v["runner_bin"]
+    ckpt, runner_bin, runner_app = v["checkpoint_dir"], v["runner_bin"], v["runner_app"]
     if ckpt and not Path(ckpt).is_dir():
         raise pytest.UsageError(f"--checkpoint-dir {ckpt!r} is not a directory")
     if runner_bin and not Path(runner_bin).is_file():
         raise pytest.UsageError(f"--runner-bin {runner_bin!r} is not a file")
+    if runner_app and not (Path(runner_app).is_file() and runner_app.endswith(".ipa")):
+        raise pytest.UsageError(f"--runner-app {runner_app!r} is not an app package (.ipa)")
     root = config.rootpath
     results_db = config.getoption("litert_results_db") or str(root / v["results_db"])
     return Settings(
@@ -83,7 +85,8 @@ def settings_from(config: pytest.Config) -> Settings:
         prefill=v["prefill"], decode=v["decode"], threads=v["threads"], warmup=v["warmup"], reps=v["reps"],
         depth=v["depth"], cpus=v["cpus"], bandwidth_probe_mb=v["bandwidth_probe_mb"], cv_limit_pct=v["cv_limit"],
         cooldown_s=v["cooldown"], checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=v["seed"],
-        runner_bin=Path(runner_bin).resolve() if runner_bin else None, runner_timeout=v["runner_timeout"],
+        runner_bin=Path(runner_bin).resolve() if runner_bin else None,
+        runner_app=Path(runner_app).resolve() if runner_app else None, runner_timeout=v["runner_timeout"],
         results_db=results_db, report_dir=Path(config.getoption("litert_report") or root / v["report"]),
         label=v["run_label"], baseline_run=_baseline_run(results_db, v["baseline"]), gate=_gate_config(v["gate"]),
     )

@@ -20,6 +20,8 @@
 #include "engine.h"
 
 namespace llm_runner {
+
+#if LLM_RUNNER_CAN_FORK
 namespace {
 
 // Runs fn(begin, end, t) for each thread t's contiguous share of n items on
@@ -126,6 +128,7 @@ std::string DescribeExit(int status) {
 }
 
 }  // namespace
+#endif  // LLM_RUNNER_CAN_FORK
 
 double Bandwidth::Best() const {
   return passes_gb_s.empty()
@@ -141,6 +144,17 @@ double Bandwidth::Median() const {
   return sorted.size() % 2 == 1 ? sorted[mid]
                                 : (sorted[mid - 1] + sorted[mid]) / 2.0;
 }
+
+#if !LLM_RUNNER_CAN_FORK
+
+Bandwidth ProbeReadBandwidth(size_t bytes, int, int) {
+  throw RunnerError(kExitUsage,
+                    "--bandwidth-probe-mb " + std::to_string(bytes >> 20) +
+                        ": the bandwidth probe runs in a forked child and "
+                        "iOS apps cannot fork; pass --bandwidth-probe-mb 0");
+}
+
+#else
 
 Bandwidth ProbeReadBandwidth(size_t bytes, int threads, int passes) {
   const std::string hint = " (--bandwidth-probe-mb 0 skips the probe)";
@@ -196,5 +210,7 @@ Bandwidth ProbeReadBandwidth(size_t bytes, int threads, int passes) {
   }
   return result;
 }
+
+#endif  // LLM_RUNNER_CAN_FORK
 
 }  // namespace llm_runner

@@ -8,6 +8,21 @@
 #include <cstddef>
 #include <vector>
 
+#if defined(__APPLE__)
+#include <TargetConditionals.h>
+#endif
+
+// The probe runs in a forked child (below), and iOS apps may not fork: there
+// ProbeReadBandwidth fails with kExitUsage and the harness passes
+// --bandwidth-probe-mb 0 (ios/README.md).
+#ifndef LLM_RUNNER_CAN_FORK
+#if defined(TARGET_OS_IPHONE) && TARGET_OS_IPHONE
+#define LLM_RUNNER_CAN_FORK 0
+#else
+#define LLM_RUNNER_CAN_FORK 1
+#endif
+#endif
+
 namespace llm_runner {
 
 struct Bandwidth {
@@ -25,7 +40,7 @@ struct Bandwidth {
 // It runs in a forked child process: peak RSS (ru_maxrss, VmHWM) is a
 // high-water mark that cannot be reset, so a buffer allocated here would
 // show in the model's peak memory. Call it before the runtime has started
-// threads. Fails with kExitRuntime.
+// threads. Fails with kExitRuntime, or kExitUsage where !LLM_RUNNER_CAN_FORK.
 Bandwidth ProbeReadBandwidth(size_t bytes, int threads, int passes);
 
 }  // namespace llm_runner

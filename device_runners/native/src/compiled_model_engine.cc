@@ -16,6 +16,9 @@
 #include "owned.h"
 
 namespace llm_runner {
+
+#if LLM_RUNNER_HAS_COMPILED_MODEL
+
 namespace {
 
 using EnvironmentPtr = Owned<LiteRtEnvironment, LiteRtDestroyEnvironment>;
@@ -398,5 +401,16 @@ std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string& path,
                                                   int threads) {
   return std::make_unique<CompiledModelEngine>(path, threads);
 }
+
+#else  // !LLM_RUNNER_HAS_COMPILED_MODEL: the iOS app (see engine.h)
+
+std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string&, int) {
+  throw RunnerError(kExitUsage,
+                    "--api compiled_model is not in this build: it links the "
+                    "TFLite C API (TensorFlowLiteC), which has no CompiledModel; "
+                    "use --api interpreter");
+}
+
+#endif  // LLM_RUNNER_HAS_COMPILED_MODEL
 
 }  // namespace llm_runner

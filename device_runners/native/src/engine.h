@@ -10,6 +10,24 @@
 #include <string>
 #include <vector>
 
+#if defined(__APPLE__)
+#include <TargetConditionals.h>
+#endif
+
+// Whether this build has LiteRT's CompiledModel C API (compiled_model_engine.cc
+// and weight_bytes.cc use it). Linux and Android link liblitert-lm.so, which
+// exports it; the iOS app links the TensorFlowLiteC framework, which has the
+// TFLite C API and XNNPACK but no CompiledModel (ios/README.md says why), so
+// there the interpreter engine is the default and the only one. A build that
+// links a LiteRT with CompiledModel on iOS may define it to 1.
+#ifndef LLM_RUNNER_HAS_COMPILED_MODEL
+#if defined(TARGET_OS_IPHONE) && TARGET_OS_IPHONE
+#define LLM_RUNNER_HAS_COMPILED_MODEL 0
+#else
+#define LLM_RUNNER_HAS_COMPILED_MODEL 1
+#endif
+#endif
+
 namespace llm_runner {
 
 enum ExitCode { kExitOk = 0, kExitUsage = 2, kExitModel = 3, kExitRuntime = 4 };
@@ -54,6 +72,7 @@ class Engine {
   virtual const float* Decode(int32_t token, int32_t position) = 0;
 };
 
+// Fails with kExitUsage where !LLM_RUNNER_HAS_COMPILED_MODEL.
 std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string& path,
                                                   int threads);
 std::unique_ptr<Engine> CreateInterpreterEngine(const std::string& path,
@@ -62,7 +81,8 @@ std::unique_ptr<Engine> CreateInterpreterEngine(const std::string& path,
 // Bytes of the model's constant buffers (the weights at their stored
 // precision), each buffer counted once although prefill and decode share
 // it: what a decode step streams from memory besides the KV cache. Walks the
-// model with LiteRT's model API (weight_bytes.cc); 0 where that fails.
+// model with LiteRT's model API (weight_bytes.cc); 0 where that fails or
+// the build has no LiteRT model API (!LLM_RUNNER_HAS_COMPILED_MODEL).
 size_t CountWeightBytes(const std::string& path);
 
 // Signature I/O naming shared by both engines (litert-torch export).
@@ -101,7 +121,8 @@ ModelInfo CheckSignatureNames(const std::string& path,
                               const std::vector<std::string>& decode_outputs);
 
 // 64-byte aligned, zero-initialised host memory (LiteRT's host-buffer
-// alignment, and a cache line). posix_memalign exists on glibc and bionic.
+// alignment, and a cache line). posix_memalign exists on glibc, bionic and
+// Darwin.
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;

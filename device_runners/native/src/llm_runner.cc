@@ -7,6 +7,10 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#if defined(__APPLE__)
+#include <mach/mach.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -27,6 +31,7 @@
 #include "engine.h"
 #include "litert_c_api.h"
 #include "report.h"
+#include "run_main.h"
 
 namespace llm_runner {
 namespace {
@@ -34,11 +39,29 @@ namespace {
 constexpr char kVersion[] = "0.1.0";
 constexpr int kProbePasses = 5;
 
+// The default --api: CompiledModel where the build has it, else the
+// interpreter (the iOS app; engine.h).
+#if LLM_RUNNER_HAS_COMPILED_MODEL
+#define LLM_RUNNER_DEFAULT_API "compiled_model"
+#else
+#define LLM_RUNNER_DEFAULT_API "interpreter"
+#endif
+// The default --bandwidth-probe-mb: the harness's, or none where the probe
+// cannot fork (the iOS app; bandwidth_probe.h).
+#if LLM_RUNNER_CAN_FORK
+#define LLM_RUNNER_DEFAULT_PROBE_MB "1024"
+constexpr int kDefaultProbeMb = 1024;
+#else
+#define LLM_RUNNER_DEFAULT_PROBE_MB "0"
+constexpr int kDefaultProbeMb = 0;
+#endif
+
 constexpr char kUsage[] =
     "usage: llm_runner --model PATH [--prefill N] [--decode N] [--threads N]\n"
     "                  [--warmup N] [--reps N] [--api compiled_model|interpreter]\n"
     "                  [--prompt-tokens T1,T2,...] [--depth N]\n"
     "                  [--bandwidth-probe-mb N] [--no-warm-init]\n"
+    "                  [--top-k N] [--follow-tokens T1,T2,...]\n"
     "  --model PATH          .tflite with 'prefill' and 'decode' signatures\n"
     "  --prefill N           prompt length; must equal the prefill signature's\n"
     "                        length (default: that length)\n"
@@ -46,7 +69,8 @@ constexpr char kUsage[] =
     "  --threads N           CPU threads (default 4)\n"
     "  --warmup N            repetitions run first and discarded (default 1)\n"
     "  --reps N              measured repetitions (default 5)\n"
-    "  --api NAME            compiled_model (default) or interpreter\n"
+    "  --api NAME            compiled_model or interpreter (default: "
+    LLM_RUNNER_DEFAULT_API ")\n"
     "  --prompt-tokens LIST  comma-separated prompt token ids (default:\n"
     "                        1 + (i * 7919) % (vocab - 1))\n"
     "  --depth N             fill the KV cache up to position N (untimed prefill\n"
@@ -54,10 +78,17 @@ constexpr char kUsage[] =
     "                        decode starts at position max(P, N) (default 0)\n"
     "  --bandwidth-probe-mb N  measure streaming-read memory bandwidth over N MiB\n"
     "                        on --threads threads before loading the model\n"
-    "                        (default 1024; 0: no probe)\n"
+    "                        (default " LLM_RUNNER_DEFAULT_PROBE_MB "; 0: no probe)\n"
     "  --no-warm-init        load the model once; by default it is loaded, torn\n"
     "                        down and loaded again (init_warm_ms), and the\n"
     "                        second instance is benchmarked\n"
+    "  --top-k N             record the N highest logits of every decode step\n"
+    "                        of the last repetition, outside the timed span\n"
+    "                        (default 0: none); for comparing devices\n"
+    "  --follow-tokens LIST  decode step i+1 feeds LIST[i] instead of step i's\n"
+    "                        own greedy token (teacher forcing), so that two\n"
+    "                        devices stay on one path after a near tie;\n"
+    "                        `tokens` still records each step's own argmax\n"
     "  --help                print this help\n";
 
 // The defaults are the harness's (its Workload), so that a bare run measures
@@ -69,11 +100,13 @@ struct Args {
   int threads = 4;
   int warmup = 1;
   int reps = 5;
-  std::string api = "compiled_model";
+  std::string api = LLM_RUNNER_DEFAULT_API;
   std::vector<int32_t> prompt_tokens;
   int depth = 0;
-  int bandwidth_probe_mb = 1024;
+  int bandwidth_probe_mb = kDefaultProbeMb;
   bool warm_init = true;
+  int top_k = 0;
+  std::vector<int32_t> follow_tokens;
 };
 
 // main() prints the usage text before the message (see there).
@@ -93,14 +126,15 @@ int ParseInt(const std::string& flag, const std::string& text, int min) {
   return static_cast<int>(value);
 }
 
-std::vector<int32_t> ParseTokenList(const std::string& text) {
+std::vector<int32_t> ParseTokenList(const std::string& flag,
+                                    const std::string& text) {
   std::vector<int32_t> tokens;
   std::stringstream stream(text);
   std::string item;
   while (std::getline(stream, item, ',')) {
-    tokens.push_back(ParseInt("--prompt-tokens", item, 0));
+    tokens.push_back(ParseInt(flag, item, 0));
   }
-  if (tokens.empty()) FailUsage("--prompt-tokens needs at least one token");
+  if (tokens.empty()) FailUsage(flag + " needs at least one token");
   return tokens;
 }
 
@@ -143,9 +177,18 @@ Args ParseArgs(int argc, char** argv) {
         FailUsage("--api must be compiled_model or interpreter, got '" +
                   value + "'");
       }
+      if (!LLM_RUNNER_HAS_COMPILED_MODEL && value == "compiled_model") {
+        FailUsage("--api compiled_model is not in this build: it links the "
+                  "TFLite C API (TensorFlowLiteC), which has no CompiledModel; "
+                  "use --api interpreter");
+      }
       args.api = value;
     } else if (flag == "--prompt-tokens") {
-      args.prompt_tokens = ParseTokenList(value);
+      args.prompt_tokens = ParseTokenList(flag, value);
+    } else if (flag == "--follow-tokens") {
+      args.follow_tokens = ParseTokenList(flag, value);
+    } else if (flag == "--top-k") {
+      args.top_k = ParseInt(flag, value, 0);
     } else if (flag == "--depth") {
       args.depth = ParseInt(flag, value, 0);
     } else if (flag == "--bandwidth-probe-mb") {
@@ -157,6 +200,11 @@ Args ParseArgs(int argc, char** argv) {
     }
   }
   if (args.model.empty()) FailUsage("--model is required");
+  if (!LLM_RUNNER_CAN_FORK && args.bandwidth_probe_mb > 0) {
+    FailUsage("--bandwidth-probe-mb " + std::to_string(args.bandwidth_probe_mb) +
+              ": the bandwidth probe runs in a forked child and iOS apps "
+              "cannot fork; pass --bandwidth-probe-mb 0");
+  }
   return args;
 }
 
@@ -228,6 +276,22 @@ std::vector<int32_t> PromptTokens(const Args& args, const ModelInfo& info) {
                 " is outside the vocabulary of " + std::to_string(info.vocab));
     }
   }
+  for (int32_t token : args.follow_tokens) {
+    if (token >= info.vocab) {
+      FailUsage("--follow-tokens token " + std::to_string(token) +
+                " is outside the vocabulary of " + std::to_string(info.vocab));
+    }
+  }
+  if (!args.follow_tokens.empty() &&
+      static_cast<int>(args.follow_tokens.size()) < args.decode - 1) {
+    FailUsage("--follow-tokens has " + std::to_string(args.follow_tokens.size()) +
+              " tokens; --decode " + std::to_string(args.decode) + " needs " +
+              std::to_string(args.decode - 1));
+  }
+  if (args.top_k > info.vocab) {
+    FailUsage("--top-k " + std::to_string(args.top_k) +
+              " exceeds the vocabulary of " + std::to_string(info.vocab));
+  }
   if (DecodeStart(p, args.depth) + args.decode > info.kv_len) {
     FailUsage((args.depth > p ? "depth " + std::to_string(args.depth)
                               : "prefill " + std::to_string(p)) +
@@ -271,41 +335,97 @@ int32_t FillToDepth(Engine& engine, const std::vector<int32_t>& prompt,
   return token_at(DecodeStart(p, depth) - 1);
 }
 
+// The N highest logits, highest first (ties: lower token id first).
+std::vector<TopLogit> TopLogits(const float* values, int n, int k) {
+  std::vector<int32_t> ids(n);
+  for (int i = 0; i < n; ++i) ids[i] = i;
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                    [values](int32_t a, int32_t b) {
+                      return values[a] > values[b] ||
+                             (values[a] == values[b] && a < b);
+                    });
+  std::vector<TopLogit> top;
+  for (int i = 0; i < k; ++i) top.push_back({ids[i], values[ids[i]]});
+  return top;
+}
+
+// What a repetition records beyond its timings: each step's greedy token
+// and, with --top-k, its highest logits.
+struct Trace {
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<TopLogit>> top;
+};
+
 // One repetition: reset the cache, prefill the prompt, fill to --depth, then
 // greedy-decode. Step 0 re-feeds the last filled token (at depth 0, the last
 // prompt token at P-1) to get the first logits (prefill returns none), as
-// LiteRT-LM does.
-Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt, int depth,
-               int decode_len, std::vector<int32_t>* generated) {
+// LiteRT-LM does. With --follow-tokens, step i+1 feeds follow[i] instead of
+// step i's argmax; the top-k copy happens after the step's clock stops.
+Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
+               const Args& args, Trace* trace) {
   const ModelInfo& info = engine.info();
   engine.ResetKvCache();
-  generated->clear();
+  *trace = Trace();
   Sample sample;
   const Clock::time_point start = Clock::now();
   engine.Prefill(prompt, 0);
   sample.prefill_s = Seconds(start, Clock::now());
 
-  int32_t token = FillToDepth(engine, prompt, depth);
-  int32_t position = DecodeStart(info.prefill_len, depth) - 1;
-  for (int step = 0; step < decode_len; ++step) {
+  int32_t token = FillToDepth(engine, prompt, args.depth);
+  int32_t position = DecodeStart(info.prefill_len, args.depth) - 1;
+  for (int step = 0; step < args.decode; ++step) {
     const Clock::time_point step_start = Clock::now();
-    token = Argmax(engine.Decode(token, position++), info.vocab);
+    const float* logits = engine.Decode(token, position++);
+    token = Argmax(logits, info.vocab);
     const double step_s = Seconds(step_start, Clock::now());
     if (step == 0) sample.first_step_s = step_s;
     sample.decode_s += step_s;
-    generated->push_back(token);
+    trace->tokens.push_back(token);
+    if (args.top_k > 0) {
+      trace->top.push_back(TopLogits(logits, info.vocab, args.top_k));
+    }
+    if (!args.follow_tokens.empty() && step + 1 < args.decode) {
+      token = args.follow_tokens[step];
+    }
   }
   return sample;
 }
 
-// Peak resident set in KiB from /proc/self/status; none where unreadable.
-std::optional<int64_t> ReadVmHwmKb() {
+// The OS's own peak memory figure in KiB (report.h's vmhwm_kb); none where
+// unreadable.
+#if defined(__APPLE__)
+// Darwin has no /proc: the peak of phys_footprint, the figure jetsam kills an
+// iOS app by (TASK_VM_INFO's ledger_phys_footprint_peak, revision 3 and later).
+std::optional<int64_t> ReadOsPeakKb() {
+  task_vm_info_data_t info = {};
+  mach_msg_type_number_t count = TASK_VM_INFO_COUNT;
+  if (task_info(mach_task_self(), TASK_VM_INFO,
+                reinterpret_cast<task_info_t>(&info), &count) != KERN_SUCCESS ||
+      count < TASK_VM_INFO_REV3_COUNT || info.ledger_phys_footprint_peak <= 0) {
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(info.ledger_phys_footprint_peak / 1024);
+}
+#else
+// Linux and Android: the peak resident set, VmHWM in /proc/self/status.
+std::optional<int64_t> ReadOsPeakKb() {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
     if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
   }
   return std::nullopt;
+}
+#endif
+
+// getrusage's peak resident set in KiB: ru_maxrss counts bytes on Darwin and
+// KiB on Linux and Android.
+int64_t MaxRssKb(const struct rusage& usage) {
+#if defined(__APPLE__)
+  return static_cast<int64_t>(usage.ru_maxrss) / 1024;
+#else
+  return static_cast<int64_t>(usage.ru_maxrss);
+#endif
 }
 
 // Model load + compile + buffer setup; returns the engine and its seconds.
@@ -373,16 +493,18 @@ int Main(int argc, char** argv) {
   }
   SetModelInfo(engine->info(), &report);
 
+  Trace trace;
   for (int rep = 0; rep < args.warmup + args.reps; ++rep) {
-    const Sample sample =
-        RunOnce(*engine, prompt, args.depth, args.decode, &report.tokens);
+    const Sample sample = RunOnce(*engine, prompt, args, &trace);
     if (rep >= args.warmup) report.samples.push_back(sample);
   }
+  report.tokens = trace.tokens;
+  report.top_logits = trace.top;
 
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  report.peak_rss_kb = usage.ru_maxrss;
-  report.vmhwm_kb = ReadVmHwmKb();
+  report.peak_rss_kb = MaxRssKb(usage);
+  report.vmhwm_kb = ReadOsPeakKb();
   // After the peak memory is read and the engine is gone: loading the model
   // a second time for the count is not part of the benchmark, and doing it
   // before the cold init would warm that init.
@@ -398,19 +520,23 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace llm_runner
 
-int main(int argc, char** argv) {
+namespace llm_runner {
+
+int RunMain(int argc, char** argv) {
   try {
-    return llm_runner::Main(argc, argv);
-  } catch (const llm_runner::RunnerError& e) {
+    return Main(argc, argv);
+  } catch (const RunnerError& e) {
     // The usage text goes first and the error line last: the harness, like
     // a reader of a terminal, takes stderr's last line as the reason.
-    if (e.code() == llm_runner::kExitUsage) {
-      std::fputs(llm_runner::kUsage, stderr);
+    if (e.code() == kExitUsage) {
+      std::fputs(kUsage, stderr);
     }
     std::fprintf(stderr, "error: %s\n", e.what());
     return e.code();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return llm_runner::kExitRuntime;
+    return kExitRuntime;
   }
 }
+
+}  // namespace llm_runner

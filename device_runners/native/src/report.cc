@@ -43,6 +43,26 @@ void WriteBandwidth(JsonWriter& json, const Bandwidth& bandwidth) {
   json.EndObject();
 }
 
+// Each step as {"ids": [...], "logits": [...]}: two flat arrays read more
+// easily than pairs, and the writer has no nested arrays.
+void WriteTopLogits(JsonWriter& json,
+                    const std::vector<std::vector<TopLogit>>& steps) {
+  json.BeginArray("top_logits");
+  for (const std::vector<TopLogit>& step : steps) {
+    std::vector<long long> ids;
+    std::vector<double> logits;
+    for (const TopLogit& t : step) {
+      ids.push_back(t.id);
+      logits.push_back(t.logit);
+    }
+    json.BeginObject();
+    json.Field("ids", ids);
+    json.Field("logits", logits);
+    json.EndObject();
+  }
+  json.EndArray();
+}
+
 }  // namespace
 
 std::string ToJson(const RunnerReport& report) {
@@ -75,6 +95,7 @@ std::string ToJson(const RunnerReport& report) {
   json.EndArray();
   json.Field("tokens",
              std::vector<long long>(report.tokens.begin(), report.tokens.end()));
+  WriteTopLogits(json, report.top_logits);
   Int(json, "peak_rss_kb", report.peak_rss_kb);
   IntOrNull(json, "vmhwm_kb", report.vmhwm_kb);
   if (report.bandwidth) {

@@ -27,6 +27,12 @@ struct Sample {
   double first_step_s = 0;  // decode step 0, which yields the first token
 };
 
+// One of a decode step's highest logits (--top-k).
+struct TopLogit {
+  int32_t id = 0;
+  float logit = 0;
+};
+
 // Fields in the document's order. std::optional marks the ones printed as
 // null when absent.
 struct RunnerReport {
@@ -56,8 +62,14 @@ struct RunnerReport {
   std::optional<double> init_warm_s;   // absent: --no-warm-init
   std::vector<Sample> samples;         // measured repetitions, in run order
   std::vector<int32_t> tokens;         // the last repetition's greedy tokens
-  int64_t peak_rss_kb = 0;             // getrusage's ru_maxrss
-  std::optional<int64_t> vmhwm_kb;     // absent: /proc/self/status unreadable
+  // The last repetition's top-k logits per decode step, highest first;
+  // empty without --top-k.
+  std::vector<std::vector<TopLogit>> top_logits;
+  int64_t peak_rss_kb = 0;             // getrusage's ru_maxrss, in KiB everywhere
+  // The OS's peak figure: VmHWM on Linux/Android, the phys_footprint peak on
+  // iOS (what jetsam counts; TASK_VM_INFO, as on macOS). Absent where
+  // unreadable.
+  std::optional<int64_t> vmhwm_kb;
   std::optional<Bandwidth> bandwidth;  // absent: --bandwidth-probe-mb 0
   bool xnnpack = false;                // the engine runs on XNNPACK kernels
 };

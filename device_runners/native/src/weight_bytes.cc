@@ -10,6 +10,9 @@
 #include "owned.h"
 
 namespace llm_runner {
+
+#if LLM_RUNNER_HAS_COMPILED_MODEL
+
 namespace {
 
 using EnvironmentPtr = Owned<LiteRtEnvironment, LiteRtDestroyEnvironment>;
@@ -108,5 +111,16 @@ size_t CountWeightBytes(const std::string& path) {
     return 0;
   }
 }
+
+#else  // !LLM_RUNNER_HAS_COMPILED_MODEL: no LiteRT model API (see engine.h)
+
+size_t CountWeightBytes(const std::string&) {
+  std::fprintf(stderr,
+               "note: weight_bytes is null: counting them needs LiteRT's model "
+               "API, which this build (TFLite C API only) does not link\n");
+  return 0;
+}
+
+#endif  // LLM_RUNNER_HAS_COMPILED_MODEL
 
 }  // namespace llm_runner
