@@ -62,10 +62,10 @@ def test_host_facts_and_threads():
 
 
 def test_unknown_device_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown device 'pixel99'; known devices: .*host, jetson-orin-nano, "
-                                         r"oneplus12, orangepi5, pixel7, pixel8, qemu-arm64, rpi5, "
-                                         r"adb:SERIAL\[@HOST:PORT\], ssh:USER@HOST\[:PORT\], "
-                                         r"BOARD@\[USER@\]HOST\[:PORT\]"):
+    with pytest.raises(ValueError, match=r"unknown device 'pixel99'; known devices: .*host, ios, ipad-m2, iphone13, "
+                                         r"iphone15pro, iphone16, jetson-orin-nano, oneplus12, orangepi5, pixel7, "
+                                         r"pixel8, qemu-arm64, rpi5, adb:SERIAL\[@HOST:PORT\], ios:UDID, "
+                                         r"ssh:USER@HOST\[:PORT\], BOARD@\[USER@\]HOST\[:PORT\]"):
         open_device("pixel99")
 
 
