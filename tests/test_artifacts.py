@@ -64,6 +64,20 @@ def test_quantizing_the_float_artifact_gives_the_one_step_conversions_bytes(fami
     assert sha256_file(one_step) == art.sha256
 
 
+def test_two_recipes_of_a_new_model_export_it_once(tmp_path):
+    spec = get_spec("tinyllama", "tiny", seed=11)  # weights no other test converts: an empty cache for it
+    log_path = tmp_path / "log.txt"
+    with log_path.open("w") as log:
+        int8 = ensure_artifact(spec, Recipe("dynamic_int8", 16, 64), log=log)
+        int4 = ensure_artifact(spec, Recipe("dynamic_int4_block32", 16, 64), log=log)
+    lines = log_path.read_text().splitlines()
+    assert [line.split(" quant=")[0] for line in lines if line.startswith(("converting ", "quantizing "))] == [
+        f"converting {spec.name}", f"quantizing {spec.name}", f"quantizing {spec.name}"]
+    root = ensure_artifact(spec, Recipe("none", 16, 64))
+    assert int8.meta["quantized_from"] == int4.meta["quantized_from"] == root.sha256
+    assert int8.sha256 != int4.sha256
+
+
 def test_float_artifact_cached_without_its_recipes_still_roots_its_quantizations():
     from harness.artifacts.cache import RECIPES_FILE
 
