@@ -238,7 +238,8 @@ def attached_devices() -> list[dict]:
 def open_ios(name: str, profile: Profile | None = None) -> Device:
     """An iPhone or iPad: `ios:UDID`, whose profile follows from its ProductType, or a profile's one attached device
     (`iphone15pro`; `ios` for the only one attached)."""
-    from device_runners.transports.ios import IosTransport, find_udid
+    from device_runners.transports.ios import IosTransport
+    from device_runners.transports.ios_attached import find_udid
     from device_runners.transports.ios_support import parse_ios_name
 
     if profile is None:
@@ -255,7 +256,7 @@ def attached_ios_devices() -> list[dict]:
     """Every device usbmuxd lists, and for those that answer: profile, model, OS, clusters, free storage. No
     usbmuxd here (a Linux machine that never had an iPhone plugged in) lists nothing, unless
     $USBMUXD_SOCKET_ADDRESS names one: then a row says why it does not answer."""
-    from device_runners.transports.ios import describe_attached
+    from device_runners.transports.ios_attached import describe_attached
     from device_runners.transports.ios_support import IosDeviceError
 
     try:

@@ -36,8 +36,9 @@ from device_runners.device import (
 from device_runners.runners import native
 from device_runners.runners.native import RunnerBuild, build_runner, prebuilt_runner, runner_for_target
 from device_runners.transports import ios_contract as contract
+from device_runners.transports import ios_link
 from device_runners.transports.base import DeviceFacts
-from device_runners.transports.ios import IosTransport, _launch
+from device_runners.transports.ios import IosTransport
 from device_runners.transports.ios_support import (
     APP_REF,
     INSTALLED_APP,
@@ -543,7 +544,7 @@ def test_devices_clean_stops_a_runner_left_running_and_trims_the_cache(iphone, a
     model.write_bytes(b"weights" * 1000)
     staged = opened.transport.stage(model)
     fake.set_fault("hang")
-    opened.transport._call("launching", _launch)  # what a session killed mid-run leaves: the app running
+    opened.transport._call("launching", ios_link.launch)  # what a session killed mid-run leaves: the app running
     (_documents(fake) / "cache" / "cut-off.bin.part").write_bytes(b"half")
     opened.transport.close()
     [pid] = _launched(fake)

@@ -47,13 +47,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bytestruct import BinaryDataError
 from pymobiledevice3 import usbmux
-from pymobiledevice3.dtx.exceptions import DTXNSCodingError, DTXNsError, DTXProtocolError
 from pymobiledevice3.exceptions import (
-    AfcException,
-    AfcFileNotFoundError,
-    AppInstallError,
     AppNotInstalledError,
     ConnectionFailedToUsbmuxdError,
     ConnectionTerminatedError,
@@ -62,22 +57,14 @@ from pymobiledevice3.exceptions import (
     NotPairedError,
     PairingError,
     PasscodeRequiredError,
-    PyMobileDevice3Exception,
-    TunneldConnectionError,
 )
-from pymobiledevice3.lockdown import LockdownClient, create_using_usbmux
-from pymobiledevice3.services.afc import AfcError, AfcService
-from pymobiledevice3.services.crash_reports import CrashReportsManager
-from pymobiledevice3.services.dvt.instruments.device_info import DeviceInfo
-from pymobiledevice3.services.dvt.instruments.dvt_provider import DvtProvider
-from pymobiledevice3.services.dvt.instruments.process_control import SIGKILL, ProcessControl
-from pymobiledevice3.services.house_arrest import HouseArrestService
-from pymobiledevice3.services.installation_proxy import InstallationProxyService
-from pymobiledevice3.tunneld.api import TUNNELD_DEFAULT_ADDRESS, get_tunneld_device_by_udid
 
 from device_runners.transports import ios_contract as contract
+from device_runners.transports import ios_link as ops  # what is done on the device, one coroutine each
 from device_runners.transports.base import DeviceFacts, Job, RunResult, Transport
 from device_runners.transports.event_loop import EventLoopThread
+from device_runners.transports.ios_attached import attached_udids
+from device_runners.transports.ios_link import DEVICE_ERRORS, PAIR_TIMEOUT_S, describe, no_usbmuxd
 from device_runners.transports.ios_support import (
     APP_REF,
     APP_SHA256_FILE,
@@ -87,18 +74,15 @@ from device_runners.transports.ios_support import (
     IosDeviceError,
     IosDeviceLost,
     StorageFull,
-    afc_path,
     app_missing_message,
     cache_name,
     crash_exit_code,
     crash_stderr,
     digest_of,
-    done_exit_code,
     is_app_crash_report,
     is_jetsam_report,
     new_run_id,
     read_ipa,
-    request_json,
     run_description,
 )
 from device_runners.transports.remote_runs import mib
@@ -108,7 +92,6 @@ from harness.common.signals import signals_deferred
 _T = TypeVar("_T")
 
 COMMAND_TIMEOUT_S = 60  # one of the harness's own operations (a stat, a small file, a DVT call)
-PAIR_TIMEOUT_S = 60  # how long "Trust This Computer?" may wait for an answer on the phone
 CONNECT_TIMEOUT_S = 30 + PAIR_TIMEOUT_S
 LAUNCH_TIMEOUT_S = 60  # launching the app (SpringBoard may first kill an earlier instance)
 STOP_TIMEOUT_S = 20  # killing the app, removing a failed push: short, since Ctrl-C waits for them
@@ -118,28 +101,6 @@ POLL_S = 0.5  # between looks for `done`
 ALIVE_EVERY_S = 1.0  # between looks at the process list: how fast a crash is noticed
 EXIT_GRACE_S = 2.0  # how long after the app left the process list its `done` may still appear
 CRASH_REPORT_WAIT_S = float(os.environ.get("LITERT_BENCH_IOS_CRASH_WAIT_S", "20"))  # ReportCrash takes seconds
-CHUNK = 4 * 2**20  # AFC's largest read: pushes are streamed in these, never held whole in memory
-PUBLIC_STAGING = "/PublicStaging"  # where installation_proxy takes packages from (AFC's media root)
-# What a dropped connection, a refused service or a malformed answer raise inside pymobiledevice3.
-DEVICE_ERRORS = (PyMobileDevice3Exception, OSError, EOFError, DTXProtocolError, DTXNsError, DTXNSCodingError,
-                 BinaryDataError)
-
-
-def describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}".rstrip(": ")
-
-
-def tunneld_address() -> tuple[str, int]:
-    """Where `pymobiledevice3 remote tunneld` listens: $LITERT_BENCH_TUNNELD (HOST:PORT), else its default."""
-    spec = os.environ.get("LITERT_BENCH_TUNNELD")
-    if not spec:
-        return TUNNELD_DEFAULT_ADDRESS
-    host, _, port = spec.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"LITERT_BENCH_TUNNELD={spec!r}: the form is HOST:PORT")
-    return host, int(port)
-
-
 @dataclasses.dataclass
 class _Run:
     """A run's own state on its Job (Job.handle): its id, and whether its launch may have happened (then a pid
@@ -147,98 +108,6 @@ class _Run:
 
     id: str
     launching: bool = False
-
-
-class _Link:
-    """The connections a session keeps open to one device, opened on first use. Used on the transport's event
-    loop only; a link that failed is closed and replaced by a fresh one (IosTransport._reset)."""
-
-    def __init__(self, udid: str, name: str):
-        self.udid = udid
-        self.name = name
-        self.lockdown: LockdownClient | None = None
-        self.documents: HouseArrestService | None = None
-        self.rsd: Any = None  # RemoteServiceDiscoveryService from tunneld (iOS 17+)
-        self.dvt: DvtProvider | None = None
-        self.process_control: ProcessControl | None = None
-        self.device_info: DeviceInfo | None = None
-
-    async def lockdown_client(self) -> LockdownClient:
-        if self.lockdown is None:
-            # autopair: a device this machine has not paired with asks "Trust This Computer?" (unlocked).
-            self.lockdown = await create_using_usbmux(serial=self.udid, autopair=True, pair_timeout=PAIR_TIMEOUT_S)
-        return self.lockdown
-
-    async def container(self) -> HouseArrestService:
-        """AFC inside the runner app's container, whose /Documents is the contract's Documents."""
-        if self.documents is None:
-            lockdown = await self.lockdown_client()
-            try:
-                # VendDocuments serves apps that share their Documents (UIFileSharingEnabled)...
-                self.documents = await HouseArrestService.create(lockdown, contract.BUNDLE_ID, documents_only=True)
-            except AppNotInstalledError:
-                raise
-            except PyMobileDevice3Exception:
-                # ...VendContainer any development-signed app: a runner app built without file sharing.
-                self.documents = await HouseArrestService.create(lockdown, contract.BUNDLE_ID, documents_only=False)
-        return self.documents
-
-    async def instruments(self) -> tuple[ProcessControl, DeviceInfo]:
-        """DVT's processcontrol and deviceinfo on one connection: over lockdown up to iOS 16, through tunneld's
-        RemoteServiceDiscovery from iOS 17 on."""
-        if self.process_control is None or self.device_info is None:
-            lockdown = await self.lockdown_client()
-            provider: Any = lockdown
-            version = lockdown.product_version
-            if _major(version) >= 17:
-                self.rsd = provider = await self._tunnel(version)
-            dvt = DvtProvider(provider)
-            try:
-                await dvt.connect()
-            except PyMobileDevice3Exception as e:
-                raise IosDeviceError(
-                    f"{self.name}: DVT instruments refused ({describe(e)}): enable Developer Mode (Settings > "
-                    "Privacy & Security) and mount the developer disk image (`pymobiledevice3 mounter auto-mount`)"
-                ) from None
-            self.dvt = dvt
-            self.process_control, self.device_info = ProcessControl(dvt), DeviceInfo(dvt)
-            await self.process_control.connect()
-            await self.device_info.connect()
-        return self.process_control, self.device_info
-
-    async def _tunnel(self, version: str) -> Any:
-        address = tunneld_address()
-        how = (f"iOS {version} launches apps only over a RemoteXPC tunnel: start `sudo pymobiledevice3 remote "
-               f"tunneld` (it serves {address[0]}:{address[1]}; $LITERT_BENCH_TUNNELD=HOST:PORT names another)")
-        try:
-            rsd = await get_tunneld_device_by_udid(self.udid, address)
-        except TunneldConnectionError:
-            raise IosDeviceError(f"{self.name}: no tunneld answers at {address[0]}:{address[1]}; {how}") from None
-        if rsd is None:
-            raise IosDeviceError(f"{self.name}: tunneld at {address[0]}:{address[1]} has no tunnel to {self.udid}; "
-                                 f"{how}")
-        return rsd
-
-    async def close(self) -> None:
-        """Close what is open, each part on its own: a dead connection must not keep the others open."""
-        parts: list[Callable[[], Awaitable[Any]]] = []
-        if self.dvt is not None:
-            parts.append(self.dvt.close)
-        if self.rsd is not None:
-            parts.append(self.rsd.close)
-        if self.documents is not None:
-            parts.append(self.documents.aclose)
-        if self.lockdown is not None:
-            parts.append(self.lockdown.close)
-        for close in parts:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(close(), 5)
-        self.dvt = self.rsd = self.documents = self.lockdown = self.process_control = self.device_info = None
-
-
-def _major(version: str) -> int:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
 
 
 class IosTransport(Transport):
@@ -251,7 +120,7 @@ class IosTransport(Transport):
         self.udid = udid
         self.cores = cores  # the profile's CPU count: iOS reports none
         self._loop: EventLoopThread | None = None
-        self._link = _Link(udid, name)
+        self._link = ops.Link(udid, name)
         self._sha256: dict[str, str] = {}  # device path (or APP_REF) → sha256 of what is there
         self._apps: set[Path] = set()  # runner apps (packages, or INSTALLED_APP) checked this session
         self._launched = False  # whether this session left run files to remove
@@ -278,7 +147,7 @@ class IosTransport(Transport):
         return self._loop
 
     def _connect(self) -> dict:
-        async def values(link: _Link) -> dict:
+        async def values(link: ops.Link) -> dict:
             lockdown = await link.lockdown_client()
             return dict(await lockdown.get_value() or lockdown.all_values)  # all of them, now that it is paired
 
@@ -307,7 +176,7 @@ class IosTransport(Transport):
         except BaseException as e:  # Ctrl-C, and anything else: as it was
             return e
 
-    def _call(self, what: str, op: Callable[[_Link], Awaitable[_T]], timeout: float = COMMAND_TIMEOUT_S,
+    def _call(self, what: str, op: Callable[[ops.Link], Awaitable[_T]], timeout: float = COMMAND_TIMEOUT_S,
               retry: bool = True) -> _T:
         """Run op(link) on the event loop under `timeout`. A connection error while the device is still listed
         (the phone closed an idle connection, a service restarted) is tried once more on fresh connections when
@@ -333,7 +202,7 @@ class IosTransport(Transport):
         raise AssertionError("unreachable")
 
     def _reset(self) -> None:
-        link, self._link = self._link, _Link(self.udid, self.name)
+        link, self._link = self._link, ops.Link(self.udid, self.name)
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.call(link.close(), STOP_TIMEOUT_S)
@@ -361,7 +230,7 @@ class IosTransport(Transport):
         target = cache_name(digest, local)
         # The name says the content: a file of that name and size is that file (a cut-off push never gets the
         # name: it is written as .part and renamed once its size checks).
-        if self._call(f"looking for {target}", lambda link: _size_of(link, target)) != size:
+        if self._call(f"looking for {target}", lambda link: ops.size_of(link, target)) != size:
             self._push(local, target, size)
         self._sha256[target] = digest
         return target
@@ -372,17 +241,17 @@ class IosTransport(Transport):
         return [self._stage_app(Path(f)) if _is_app(Path(f)) else self.stage(Path(f)) for f in files]
 
     def _push(self, local: Path, target: str, size: int) -> None:
-        free = self._call("checking free storage", _free_bytes)
+        free = self._call("checking free storage", ops.free_bytes)
         if free is not None and size > free:
             raise StorageFull(f"{self.name}: no room for {local.name} ({mib(size)}): {mib(free)} free; free some "
                               "storage on the device")
         part = f"{target}.part"
         try:
             self._call(f"pushing {local.name} ({mib(size)}) to Documents/{target}",
-                       lambda link: _push_file(link, local, target, size), 120 + size / MIN_PUSH_BYTES_S)
+                       lambda link: ops.push_file(link, local, target, size), 120 + size / MIN_PUSH_BYTES_S)
         except BaseException:  # Ctrl-C, a refused push: no .part left behind while the device answers
             with signals_deferred(), contextlib.suppress(Exception):
-                self._call("removing an unfinished push", lambda link: _remove(link, [f"Documents/{part}"]),
+                self._call("removing an unfinished push", lambda link: ops.remove(link, [f"Documents/{part}"]),
                            STOP_TIMEOUT_S, retry=False)
             raise
         self.pushed.append(target)
@@ -390,8 +259,8 @@ class IosTransport(Transport):
     def _stage_app(self, package: Path) -> str:
         if package in self._apps:
             return APP_REF
-        installed = self._call("looking up the runner app", _lookup_app)
-        recorded = self._call("reading which package it was installed from", _app_record) if installed else None
+        installed = self._call("looking up the runner app", ops.lookup_app)
+        recorded = self._call("reading which package it was installed from", ops.app_record) if installed else None
         if package == INSTALLED_APP:
             if installed is None:
                 raise AppNotInstalled(app_missing_message(self.name))
@@ -408,10 +277,10 @@ class IosTransport(Transport):
     def _install(self, app: AppPackage) -> None:
         print(f"installing {app.path.name} ({contract.BUNDLE_ID} {app.version}, {mib(app.path.stat().st_size)}) on "
               f"{self.name}", file=sys.stderr, flush=True)
-        self._call(f"installing {app.path.name}", lambda link: _install_app(link, app), INSTALL_TIMEOUT_S,
+        self._call(f"installing {app.path.name}", lambda link: ops.install_app(link, app), INSTALL_TIMEOUT_S,
                    retry=False)
         self._reset()  # the container was vended before the install: vend it again
-        self._call("recording the installed package", lambda link: _write_text(link, APP_SHA256_FILE,
+        self._call("recording the installed package", lambda link: ops.write_text(link, APP_SHA256_FILE,
                                                                               f"{app.sha256}\n"))
 
     def sha256(self, device_path: str) -> str:
@@ -420,7 +289,7 @@ class IosTransport(Transport):
         if device_path in self._sha256:
             return self._sha256[device_path]
         digest = digest_of(device_path)
-        if digest is None or self._call(f"looking for {device_path}", lambda link: _size_of(link, device_path)) \
+        if digest is None or self._call(f"looking for {device_path}", lambda link: ops.size_of(link, device_path)) \
                 is None:
             raise IosDeviceError(f"{self.name}: cannot hash {device_path}: not a file staged in Documents/cache")
         self._sha256[device_path] = digest
@@ -438,31 +307,31 @@ class IosTransport(Transport):
         run = _Run(new_run_id(job.number))
         job.handle = run
         command = run_description(self.udid, flags)
-        self._call("writing the run's request", lambda link: _prepare(link, run.id, flags))
+        self._call("writing the run's request", lambda link: ops.prepare(link, run.id, flags))
         self._launched = True
         known = self._crash_reports()
         start = time.monotonic()
         run.launching = True
-        job.pgid = self._call("launching the runner app", _launch, LAUNCH_TIMEOUT_S, retry=False)
+        job.pgid = self._call("launching the runner app", ops.launch, LAUNCH_TIMEOUT_S, retry=False)
         deadline, next_check = start + job.timeout, start + ALIVE_EVERY_S
-        while (code := self._call("waiting for the run's done file", lambda link: _done(link, run.id))) is None:
+        while (code := self._call("waiting for the run's done file", lambda link: ops.done(link, run.id))) is None:
             now = time.monotonic()
             if now >= deadline:
                 self._kill(job)
-                stderr = self._call("reading the app's stderr", lambda link: _read_text(link, contract.STDERR))
+                stderr = self._call("reading the app's stderr", lambda link: ops.read_text(link, contract.STDERR))
                 return RunResult(137, "", f"{stderr.rstrip()}\nkilled on {self.name} after {job.timeout:g} s: the "
                                           f"app (pid {job.pgid}) wrote no done\n".lstrip(), now - start, True, command)
             if now >= next_check:
                 next_check = now + ALIVE_EVERY_S
-                if not self._call("checking that the app runs", lambda link: _alive(link, job.pgid)):
+                if not self._call("checking that the app runs", lambda link: ops.alive(link, job.pgid)):
                     code = self._done_after_exit(run)
                     if code is None:
                         return self._crashed(job, known, time.monotonic() - start, command)
                     break
             time.sleep(max(0.0, min(POLL_S, deadline - now)))
         seconds = time.monotonic() - start
-        stdout = self._call("reading the run's result", lambda link: _read_text(link, contract.RESULT))
-        stderr = self._call("reading the run's stderr", lambda link: _read_text(link, contract.STDERR))
+        stdout = self._call("reading the run's result", lambda link: ops.read_text(link, contract.RESULT))
+        stderr = self._call("reading the run's stderr", lambda link: ops.read_text(link, contract.STDERR))
         self._stop_lingering(job)
         return RunResult(code, stdout, stderr, seconds, False, command)
 
@@ -470,7 +339,7 @@ class IosTransport(Transport):
         """`done` of an app that has left the process list: written just before it ended, or (a process list that
         drops the pid before the app's last write lands) just after; None when none comes within EXIT_GRACE_S."""
         give_up = time.monotonic() + EXIT_GRACE_S
-        while (code := self._call("reading the run's done file", lambda link: _done(link, run.id))) is None and \
+        while (code := self._call("reading the run's done file", lambda link: ops.done(link, run.id))) is None and \
                 time.monotonic() < give_up:
             time.sleep(0.2)
         return code
@@ -487,7 +356,7 @@ class IosTransport(Transport):
         cannot be listed (then the newest report of the app is taken)."""
         try:
             # Flushed, so that reports of earlier crashes still pending are among them, not taken for this run's.
-            return {name for name, _ in self._call("listing crash reports", lambda link: _crash_listing(link, True))}
+            return {name for name, _ in self._call("listing crash reports", lambda link: ops.crash_listing(link, True))}
         except IosDeviceLost:
             raise
         except IosDeviceError:
@@ -495,12 +364,12 @@ class IosTransport(Transport):
 
     def _crashed(self, job: Job, known: set[str] | None, seconds: float, command: str) -> RunResult:
         """The app is gone without `done`: its crash report's first lines, once iOS has written it."""
-        stderr = self._call("reading the app's stderr", lambda link: _read_text(link, contract.STDERR))
+        stderr = self._call("reading the app's stderr", lambda link: ops.read_text(link, contract.STDERR))
         report_name, report, jetsam = None, "", []
         waited = time.monotonic()
         flush = True
         while report_name is None and time.monotonic() - waited <= CRASH_REPORT_WAIT_S:
-            listing = self._call("listing crash reports", lambda link, flush=flush: _crash_listing(link, flush))
+            listing = self._call("listing crash reports", lambda link, flush=flush: ops.crash_listing(link, flush))
             flush = False
             new = [(mtime, name) for name, mtime in listing if known is None or name not in known]
             jetsam = [name for _, name in sorted(new, reverse=True) if is_jetsam_report(name)]
@@ -508,7 +377,7 @@ class IosTransport(Transport):
             if app_reports:
                 report_name = app_reports[-1][1]
                 report = self._call(f"reading crash report {report_name}",
-                                    lambda link, name=report_name: _crash_report(link, name))
+                                    lambda link, name=report_name: ops.crash_report(link, name))
             else:
                 time.sleep(1)
         return RunResult(crash_exit_code(report) if report_name else 1, "",
@@ -520,14 +389,14 @@ class IosTransport(Transport):
         if not isinstance(run, _Run) or not run.launching:
             return  # never launched
         self._call(f"stopping run {job.number} (pid {job.pgid or 'not known yet'})",
-                   lambda link: _kill_app(link, job.pgid), STOP_TIMEOUT_S)
+                   lambda link: ops.kill_app(link, job.pgid), STOP_TIMEOUT_S)
 
     def _cleanup(self) -> None:
         """Remove the run's files (the cache stays), then let go of the device."""
         try:
             if self._launched:
                 with contextlib.suppress(IosDeviceError):
-                    self._call("removing the run's files", lambda link: _remove(
+                    self._call("removing the run's files", lambda link: ops.remove(
                         link, [contract.REQUEST, contract.RESULT, contract.STDERR, contract.DONE]), STOP_TIMEOUT_S)
                 self._launched = False
         finally:
@@ -545,9 +414,10 @@ class IosTransport(Transport):
         run's files, pushes cut off (.part); with `keep`, all but the `keep` most recently pushed cached files; with
         `older_than_days`, cached files pushed longer ago. (AFC cannot touch a file, so a cached file's age is when
         it was pushed, not when it was last used.) What was removed, by kind."""
-        stopped = self._call("stopping a runner app left running", lambda link: _kill_app(link, None), STOP_TIMEOUT_S)
+        stopped = self._call("stopping a runner app left running", lambda link: ops.kill_app(link, None),
+                             STOP_TIMEOUT_S)
         try:
-            listing = self._call("listing the cache", _cache_listing)
+            listing = self._call("listing the cache", ops.cache_listing)
         except AppNotInstalled:  # no app, no container: nothing of the harness's is left there
             return {"runs": [], "parts": [], "cache": []}
         parts = [name for name, _ in listing if name.endswith(".part")]
@@ -557,7 +427,7 @@ class IosTransport(Transport):
                or (older_than_days is not None and mtime < time.time() - older_than_days * 86400)]
         run_files = [contract.REQUEST, contract.RESULT, contract.STDERR, contract.DONE]
         cache = contract.CACHE_DIR
-        self._call("removing what earlier sessions left", lambda link: _remove(
+        self._call("removing what earlier sessions left", lambda link: ops.remove(
             link, run_files + [f"{cache}/{name}" for name in parts + old]))
         return {"runs": [f"pid {stopped}"] if stopped else [], "parts": parts, "cache": old}
 
@@ -590,287 +460,3 @@ def _quiet_about_lost_connections(loop: asyncio.AbstractEventLoop, context: dict
 
 def _is_app(path: Path) -> bool:
     return path == INSTALLED_APP or path.suffix == ".ipa"
-
-
-def no_usbmuxd() -> str:
-    where = os.environ.get("USBMUXD_SOCKET_ADDRESS") or "its default socket"
-    return (f"cannot reach usbmuxd at {where}: start it (Linux: apt-get install usbmuxd; it starts when a device is "
-            "plugged in), or name another with USBMUXD_SOCKET_ADDRESS")
-
-
-# What the transport does on the device, as coroutines on its event loop. Paths are the contract's (Documents/...).
-async def _size_of(link: _Link, documents_path: str) -> int | None:
-    afc = await link.container()
-    try:
-        return (await afc.stat(afc_path(f"{contract.DOCUMENTS}/{documents_path}")))["st_size"]
-    except AfcFileNotFoundError:
-        return None
-
-
-async def _free_bytes(link: _Link) -> int | None:
-    """Free bytes of the data partition, from AFC's device info; None when the device does not say."""
-    afc = await link.container()
-    try:
-        info = await afc.get_device_info()
-    except AfcException:
-        return None
-    free = info.get("FSFreeBytes", "")
-    return int(free) if str(free).isdigit() else None
-
-
-async def _push_file(link: _Link, local: Path, target: str, size: int) -> None:
-    """Streamed to TARGET.part, its size checked on the device, then renamed into place."""
-    afc = await link.container()
-    await afc.makedirs(afc_path(contract.CACHE_DIR))
-    full = afc_path(f"{contract.DOCUMENTS}/{target}")
-    part = f"{full}.part"
-    try:
-        handle = await afc.fopen(part, "w")
-        try:
-            with local.open("rb") as f:
-                while chunk := f.read(CHUNK):
-                    await afc.fwrite(handle, chunk)
-        finally:
-            await afc.fclose(handle)
-    except AfcException as e:
-        if e.status == AfcError.NO_SPACE_LEFT:
-            raise StorageFull(f"{link.name}: no room for {local.name} ({mib(size)}): the device is full") from None
-        raise
-    got = (await afc.stat(part))["st_size"]
-    if got != size:
-        raise IosDeviceError(f"{link.name}: the push of {local} is incomplete: the device holds {got} bytes, sent "
-                             f"{size}")
-    await afc.rename(part, full)
-
-
-async def _remove(link: _Link, paths: Sequence[str]) -> None:
-    afc = await link.container()
-    for path in paths:
-        await afc.rm_single(afc_path(path), force=True)  # force: a missing file is no error
-
-
-async def _read_text(link: _Link, path: str) -> str:
-    """A file of the container as text; '' when it is not there."""
-    afc = await link.container()
-    try:
-        return (await afc.get_file_contents(afc_path(path))).decode("utf-8", "replace")
-    except AfcFileNotFoundError:
-        return ""
-
-
-async def _write_text(link: _Link, path: str, text: str) -> None:
-    """Written whole under another name, then renamed: the app never reads half of it."""
-    afc = await link.container()
-    await afc.makedirs(afc_path(path).rsplit("/", 1)[0])
-    await afc.set_file_contents(afc_path(path) + ".part", text.encode())
-    await afc.rename(afc_path(path) + ".part", afc_path(path))
-
-
-async def _lookup_app(link: _Link) -> dict | None:
-    """installation_proxy's record of the runner app (CFBundleVersion, ...), None when it is not installed."""
-    async with InstallationProxyService(await link.lockdown_client()) as proxy:
-        apps = await proxy.get_apps(bundle_identifiers=[contract.BUNDLE_ID])
-    return apps.get(contract.BUNDLE_ID)
-
-
-async def _app_record(link: _Link) -> str | None:
-    text = (await _read_text(link, APP_SHA256_FILE)).strip()
-    return text or None
-
-
-async def _install_app(link: _Link, app: AppPackage) -> None:
-    """Upload the .ipa to PublicStaging (streamed) and install it: installation_proxy's Install upgrades an app
-    that is there, keeping its container (and the cache in it)."""
-    lockdown = await link.lockdown_client()
-    remote = f"{PUBLIC_STAGING}/litert-bench-{app.sha256[:16]}.ipa"
-    async with AfcService(lockdown) as afc:
-        await afc.makedirs(PUBLIC_STAGING)
-        handle = await afc.fopen(remote, "w")
-        try:
-            with app.path.open("rb") as f:
-                while chunk := f.read(CHUNK):
-                    await afc.fwrite(handle, chunk)
-        finally:
-            await afc.fclose(handle)
-        try:
-            async with InstallationProxyService(lockdown) as proxy:
-                await proxy.service.send_plist({"Command": "Install", "ClientOptions": {}, "PackagePath": remote})
-                while True:  # progress messages until Complete (pymobiledevice3's own loop draws a progress bar)
-                    response = await proxy.service.recv_plist()
-                    if not response:
-                        raise AppInstallError("installation_proxy hung up before the install completed")
-                    if response.get("Error"):
-                        raise IosDeviceError(f"{link.name}: installing {app.path.name} failed: {response['Error']}: "
-                                             f"{response.get('ErrorDescription', '')} (is the app signed for this "
-                                             "device? see the iOS README)")
-                    if response.get("Status") == "Complete":
-                        break
-        finally:
-            await afc.rm_single(remote, force=True)
-
-
-async def _prepare(link: _Link, run_id: str, flags: list[str]) -> None:
-    """Remove what an earlier run left, then write the request (whole, then renamed)."""
-    await _remove(link, [contract.DONE, contract.RESULT, contract.STDERR, contract.REQUEST])
-    await _write_text(link, contract.REQUEST, request_json(run_id, flags).decode())
-
-
-async def _launch(link: _Link) -> int:
-    process_control, _ = await link.instruments()
-    try:
-        # KillExisting: an instance left from before (another session's) would otherwise just come to the front.
-        return await process_control.launch(contract.BUNDLE_ID, kill_existing=True)
-    except (DTXNsError, AssertionError) as e:
-        raise IosDeviceError(f"{link.name}: the device refused to launch {contract.BUNDLE_ID} ({describe(e)}): unlock "
-                             "it, and trust the app's developer (Settings > General > VPN & Device Management)") \
-            from None
-
-
-async def _done(link: _Link, run_id: str) -> int | None:
-    """The runner's exit code once `done` holds this run's id; None before."""
-    afc = await link.container()
-    try:
-        text = (await afc.get_file_contents(afc_path(contract.DONE))).decode("utf-8", "replace")
-    except AfcFileNotFoundError:
-        return None
-    return done_exit_code(text, run_id)
-
-
-async def _running(info: DeviceInfo, pid: int) -> bool:
-    """Whether pid is in DVT's process list as the runner app (a pid of an app that ended may be reused)."""
-    for process in await info.proclist():
-        if process.get("pid") == pid:
-            name = str(process.get("name") or "")
-            path = str(process.get("realAppName") or "")
-            return not (name or path) or name == contract.EXECUTABLE or path.endswith(f"/{contract.EXECUTABLE}")
-    return False
-
-
-async def _alive(link: _Link, pid: int | None) -> bool:
-    _, info = await link.instruments()
-    return pid is not None and await _running(info, pid)
-
-
-async def _kill_app(link: _Link, pid: int | None) -> int | None:
-    """SIGKILL the app by pid (looked up by bundle id when its launch was cut off before the pid came back); nothing
-    when it is gone. The pid killed, else None; raises when it still runs afterwards."""
-    process_control, info = await link.instruments()
-    if pid is None:
-        pid = await process_control.process_identifier_for_bundle_identifier(contract.BUNDLE_ID)
-        if not pid:
-            return None
-    if not await _running(info, pid):
-        return None
-    await process_control.service.kill_pid_(pid)  # killPid:, no reply: checked in the process list below
-    for attempt in range(40):
-        await asyncio.sleep(0.25)
-        if not await _running(info, pid):
-            return pid
-        if attempt == 8:  # still there after 2 s: the signal through sendSignal:toPid:, which answers
-            await process_control.signal(pid, SIGKILL)
-    raise IosDeviceError(f"{link.name}: the app (pid {pid}) still runs 10 s after SIGKILL")
-
-
-async def _cache_listing(link: _Link) -> list[tuple[str, float]]:
-    """(name, mtime) of each file in Documents/cache but the app's record."""
-    afc = await link.container()
-    try:
-        names = await afc.listdir(afc_path(contract.CACHE_DIR))
-    except AfcFileNotFoundError:
-        return []
-    listing = []
-    for name in names:
-        if afc_path(f"{contract.CACHE_DIR}/{name}") != afc_path(APP_SHA256_FILE):
-            stat = await afc.stat(afc_path(f"{contract.CACHE_DIR}/{name}"))
-            listing.append((name, stat["st_mtime"].timestamp()))
-    return listing
-
-
-async def _crash_listing(link: _Link, flush: bool = False) -> list[tuple[str, float]]:
-    """(name, mtime) of each report at the top of the device's crash reports (apps' reports are there)."""
-    lockdown = await link.lockdown_client()
-    if flush:  # crashreportmover moves reports still pending into place, then says "ping"
-        with contextlib.suppress(*DEVICE_ERRORS):
-            mover = await lockdown.start_lockdown_service(CrashReportsManager.CRASH_MOVER_NAME)
-            try:
-                await asyncio.wait_for(mover.recvall(5), 5)
-            finally:
-                await mover.close()
-    async with CrashReportsManager(lockdown) as reports:
-        listing = []
-        for name in await reports.afc.listdir("/"):
-            if is_app_crash_report(name) or is_jetsam_report(name):
-                stat = await reports.afc.stat(f"/{name}")
-                listing.append((name, stat["st_mtime"].timestamp()))
-        return listing
-
-
-async def _crash_report(link: _Link, name: str) -> str:
-    async with CrashReportsManager(await link.lockdown_client()) as reports:
-        return (await reports.afc.get_file_contents(f"/{name}")).decode("utf-8", "replace")
-
-
-# attached devices
-async def _usbmux_devices() -> list[usbmux.MuxDevice]:
-    """One entry per device (usbmuxd lists a device on USB and Wi-Fi twice): USB first."""
-    unique: dict[str, usbmux.MuxDevice] = {}
-    for device in sorted(await usbmux.list_devices(), key=lambda d: not d.is_usb):
-        unique.setdefault(device.serial, device)
-    return list(unique.values())
-
-
-def attached_udids() -> list[str]:
-    """The UDIDs usbmuxd lists ([] when usbmuxd cannot be reached)."""
-    try:
-        return [d.serial for d in asyncio.run(_usbmux_devices())]
-    except DEVICE_ERRORS:
-        return []
-
-
-def describe_attached() -> list[dict]:
-    """Every device usbmuxd lists: udid, connection, paired, and what lockdown says without pairing (ProductType,
-    ProductVersion, BuildVersion, DeviceName), with the free storage when paired; `error` for one that does not
-    answer. IosDeviceError when usbmuxd cannot be reached."""
-
-    async def describe_one(device: usbmux.MuxDevice) -> dict:
-        row: dict = {"udid": device.serial, "connection": device.connection_type}
-        try:
-            lockdown = await asyncio.wait_for(create_using_usbmux(serial=device.serial, autopair=False), 15)
-        except (TimeoutError, *DEVICE_ERRORS) as e:
-            return row | {"error": describe(e)}
-        try:
-            row["paired"] = bool(lockdown.paired)
-            row |= {k: lockdown.all_values.get(k) for k in ("ProductType", "ProductVersion", "BuildVersion",
-                                                            "DeviceName", "HardwareModel")}
-            if lockdown.paired:
-                with contextlib.suppress(TimeoutError, *DEVICE_ERRORS):
-                    free = await asyncio.wait_for(lockdown.get_value("com.apple.disk_usage", "TotalDataAvailable"), 10)
-                    row["storage_free_mb"] = int(free) // 2**20 if free is not None else None
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(lockdown.close(), 5)
-        return row
-
-    async def describe_all() -> list[dict]:
-        return [await describe_one(device) for device in await _usbmux_devices()]
-
-    try:
-        return asyncio.run(describe_all())
-    except ConnectionFailedToUsbmuxdError:
-        raise IosDeviceError(no_usbmuxd()) from None
-    except DEVICE_ERRORS as e:
-        raise IosDeviceError(f"cannot list iOS devices through usbmuxd: {describe(e)}") from None
-
-
-def find_udid(product_types: Sequence[str], what: str) -> str:
-    """The UDID of the one attached device of one of `product_types` (any device when empty), for a profile
-    (`what` names it)."""
-    rows = describe_attached()
-    wanted = set(product_types)
-    matching = [r for r in rows if "error" not in r and (not wanted or r.get("ProductType") in wanted)]
-    if len(matching) == 1:
-        return matching[0]["udid"]
-    listing = ", ".join(f"{r['udid']} ({r.get('ProductType') or r.get('error')})" for r in rows) or \
-        "none (plugged in, unlocked and trusted?)"
-    problem = "no attached iOS device matches" if not matching else f"{len(matching)} attached iOS devices match"
-    raise IosDeviceError(f"{what}: {problem}; attached iOS devices: {listing}. Name one with --device ios:UDID")
