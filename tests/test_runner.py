@@ -295,6 +295,17 @@ def test_second_build_reuses_the_cache(runner, monkeypatch):
     assert build_runner("host") == runner
 
 
+def test_the_same_library_in_another_environment_gets_a_build_of_its_own(tmp_path):
+    # The host binary's RUNPATH names the library's folder: a cached build from another clone's venv (since
+    # deleted) failed with "liblitert-lm.so: cannot open shared object file" before the folder was in the key.
+    first, second = tmp_path / "venv1" / build.RUNTIME_LIB, tmp_path / "venv2" / build.RUNTIME_LIB
+    for lib in (first, second):
+        lib.parent.mkdir()
+        lib.write_bytes(b"the same bytes")
+    assert build._build_key("host", first, []) != build._build_key("host", second, [])
+    assert build._build_key("host", first, []) == build._build_key("host", first, [])
+
+
 def test_android_build_without_ndk_says_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.delenv("ANDROID_NDK_HOME", raising=False)
     with pytest.raises(RuntimeError, match="ANDROID_NDK_HOME"):

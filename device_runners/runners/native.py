@@ -7,7 +7,8 @@ everything but the toolchain and the library: the wheel is fetched with `pip dow
 the library inside are checked against pinned sha256s.
 
 The cache key is the sha256 of the runner's sources and CMakeLists, of the toolchain file, of the runtime
-library it links and of the target, so a second call with nothing changed builds nothing. The binary is meant
+library it links (and the folder it links it from) and of the target, so a second call with nothing changed
+builds nothing. The binary is meant
 to run next to a copy of its runtime library (RUNPATH $ORIGIN): that is how it is pushed to a device.
 
 `ios-arm64` is not built here: an iPhone runs the runner as an app, built with Xcode on a Mac
@@ -251,6 +252,10 @@ def _build_key(target: str, lib: Path, cmake_args: list[str], toolchain_files: l
         digest.update(f"{path.relative_to(NATIVE_DIR)}\0".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     digest.update(_file_sha256(lib))
+    # The binary records the library's folder in its RUNPATH (how the host finds it): the same bytes in another
+    # virtual environment (a second clone, a venv made anew) need a build of their own, or the cached one would
+    # look for the library where an old, maybe deleted, environment had it.
+    digest.update(f"\0{lib.resolve().parent}".encode())
     return digest.hexdigest()
 
 
