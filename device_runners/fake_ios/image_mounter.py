@@ -8,18 +8,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from device_runners.fake_ios.wire import Conn, Disconnected
+from device_runners.fake_ios.wire import Conn
 
 # What LookupImage reports for the mounted image: the image's signature (any 128 bytes stand in for it).
 _SIGNATURE = hashlib.sha512(b"litert-bench test iPhone DeveloperDiskImage").digest() * 2
 
 
 def serve(conn: Conn, log: Callable[[str], None]) -> None:
-    while True:
-        try:
-            request = conn.recv_plist()
-        except Disconnected:
-            return
+    for request in conn.requests():
         command = request.get("Command")
         log(f"mobile_image_mounter {command} {request.get('ImageType', '')}".rstrip())
         if command == "LookupImage":

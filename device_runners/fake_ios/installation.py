@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from device_runners.fake_ios.layout import Layout
-from device_runners.fake_ios.wire import Conn, Disconnected
+from device_runners.fake_ios.wire import Conn
 
 METADATA = ".com.apple.mobile_container_manager.metadata.plist"
 _BUNDLE_CLASS, _DATA_CLASS = 1, 2  # MCMMetadataContentClass: app bundle, app data
@@ -212,11 +212,7 @@ def _extract_payload(archive: zipfile.ZipFile, dest: Path) -> None:
 
 def serve(conn: Conn, apps: InstalledApps, layout: Layout, log: Callable[[str], None]) -> None:
     """One installation_proxy connection: commands until the host hangs up."""
-    while True:
-        try:
-            request = conn.recv_plist()
-        except Disconnected:
-            return
+    for request in conn.requests():
         command = request.get("Command")
         options = request.get("ClientOptions") or {}
         log(f"installation_proxy {command} {request.get('ApplicationIdentifier') or ''}".rstrip())

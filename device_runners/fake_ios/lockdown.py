@@ -18,7 +18,7 @@ from typing import Any
 
 from device_runners.fake_ios.identity import Identity
 from device_runners.fake_ios.pair_record import Pairing
-from device_runners.fake_ios.wire import Conn, Disconnected
+from device_runners.fake_ios.wire import Conn
 
 LOCKDOWN_PORT = 62078
 
@@ -57,11 +57,7 @@ class Lockdownd:
     # one lockdownd connection
     def serve(self, conn: Conn) -> None:
         session: str | None = None
-        while True:
-            try:
-                request = conn.recv_plist()
-            except Disconnected:
-                return
+        for request in conn.requests():
             name = request.get("Request", "")
             reply: dict[str, Any] = {"Request": name}
             if name == "StartSession":

@@ -12,6 +12,7 @@ import plistlib
 import socket
 import ssl
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 # Far above any request the host sends (install options, launch arguments); a guard against a corrupt length.
@@ -58,6 +59,14 @@ class Conn:
         if length > MAX_PLIST_BYTES:
             raise Disconnected(f"a {length}-byte plist is beyond any request: the stream is out of step")
         return plistlib.loads(self.recv_exact(length))
+
+    def requests(self) -> Iterator[Any]:
+        """The host's plist requests, one by one, until it hangs up (a service's whole loop)."""
+        while True:
+            try:
+                yield self.recv_plist()
+            except Disconnected:
+                return
 
     def send_plist(self, value: Any) -> None:
         data = plistlib.dumps(value, fmt=plistlib.FMT_XML)  # what lockdownd and installd send
