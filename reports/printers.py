@@ -1,6 +1,7 @@
 """Exports of stored results, one schema in three formats (llama-bench's printers: one interface, one class per
 format). CSV and JSON carry every field of FIELDS; Markdown shows the terminal table's columns (table.COLUMNS,
-all of them fields of FIELDS) with untrusted text escaped."""
+all of them fields of FIELDS) with untrusted text escaped. A fourth format, pytest-benchmark's JSON document
+(reports/pytest_benchmark.py), maps the same rows, with their stored samples, onto that tool's schema."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import abc
 import csv
 import io
 import json
+from collections import Counter
 from typing import TextIO
 
 import pandas as pd
@@ -16,7 +18,7 @@ from harness.gate.accuracy import cell_figures
 from harness.gate.judge import missing
 from harness.measure import metrics
 from harness.measure.metrics import python_type
-from reports import table
+from reports import pytest_benchmark, table
 
 # (name, type) of every exported field, in order: the run's, then every field of the cell result
 # (harness/measure/metrics.py), then the accuracy figures. Types: int, float, bool, str, time (ISO 8601), json.
@@ -42,7 +44,8 @@ def record(rec: dict, checks: list[dict] = ()) -> dict:
 
 
 class Printer(abc.ABC):
-    """Writes records of the export schema to a text stream: header, one call per row, footer."""
+    """Writes records of the export schema to a text stream: header, one call per row, footer. `row` gets the
+    record and the row as stored (with its `data` JSON: samples, device facts), for formats that need more."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -51,17 +54,21 @@ class Printer(abc.ABC):
         pass
 
     @abc.abstractmethod
-    def row(self, rec: dict) -> None: ...
+    def row(self, rec: dict, stored: dict) -> None: ...
 
     def footer(self) -> None:  # noqa: B027
         pass
+
+    def notes(self) -> list[str]:
+        """What the user should know about this export (rows left out, and why); none for most formats."""
+        return []
 
 
 class CsvPrinter(Printer):
     def header(self) -> None:
         self._write(name for name, _ in FIELDS)
 
-    def row(self, rec: dict) -> None:
+    def row(self, rec: dict, stored: dict) -> None:
         self._write(_inert("" if rec[n] is None else json.dumps(rec[n]) if k == "json" else rec[n]) for n, k in FIELDS)
 
     def _write(self, cells) -> None:
@@ -93,7 +100,7 @@ class JsonPrinter(Printer):
     def header(self) -> None:
         self.out.write("[")
 
-    def row(self, rec: dict) -> None:
+    def row(self, rec: dict, stored: dict) -> None:
         self.out.write(("\n  " if self.first else ",\n  ") + json.dumps(rec))
         self.first = False
 
@@ -106,20 +113,47 @@ class MarkdownPrinter(Printer):
         self.out.write(table.md_row([h for h, _, _ in table.COLUMNS]) + "\n")
         self.out.write(table.md_rule(len(table.COLUMNS), table.NUMERIC) + "\n")
 
-    def row(self, rec: dict) -> None:
+    def row(self, rec: dict, stored: dict) -> None:
         self.out.write(table.md_row([table.shown(rec, col, fmt) for _, col, fmt in table.COLUMNS]) + "\n")
 
 
-PRINTERS: dict[str, type[Printer]] = {"csv": CsvPrinter, "json": JsonPrinter, "md": MarkdownPrinter}
+class PytestBenchmarkPrinter(Printer):
+    """One pytest-benchmark JSON document (reports/pytest_benchmark.py), written once every row is in."""
+
+    def __init__(self, out: TextIO):
+        super().__init__(out)
+        self.cells: list[pytest_benchmark.Cell] = []
+        self.skipped: Counter[str] = Counter()
+
+    def row(self, rec: dict, stored: dict) -> None:
+        why = pytest_benchmark.left_out(rec)
+        if why:
+            self.skipped[why] += 1
+        else:
+            self.cells.append(pytest_benchmark.cell_of(rec, stored))
+
+    def footer(self) -> None:
+        self.out.write(pytest_benchmark.dumps(pytest_benchmark.document(self.cells)))
+
+    def notes(self) -> list[str]:
+        why = {"failed": "failed (no figures)", "emulated": "emulated (an emulator's speed is not measured)"}
+        return [f"pytest-benchmark export: left out {n} {why[k]} cell{'s' if n != 1 else ''}"
+                for k, n in sorted(self.skipped.items())]
 
 
-def export(frame: pd.DataFrame, fmt: str, out: TextIO, accuracy: pd.DataFrame | None = None) -> None:
-    """Write result rows in one format; `accuracy` (the same runs' accuracy rows) fills each row's accuracy."""
+PRINTERS: dict[str, type[Printer]] = {"csv": CsvPrinter, "json": JsonPrinter, "md": MarkdownPrinter,
+                                      "pytest-benchmark": PytestBenchmarkPrinter}
+
+
+def export(frame: pd.DataFrame, fmt: str, out: TextIO, accuracy: pd.DataFrame | None = None) -> list[str]:
+    """Write result rows in one format; `accuracy` (the same runs' accuracy rows) fills each row's accuracy.
+    Returns the printer's notes for the user (rows a format left out)."""
     if fmt not in PRINTERS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(PRINTERS)}")
     checks = [] if accuracy is None else accuracy.to_dict("records")
     printer = PRINTERS[fmt](out)
     printer.header()
-    for rec in frame.to_dict("records"):
-        printer.row(record(rec, checks))
+    for stored in frame.to_dict("records"):
+        printer.row(record(stored, checks), stored)
     printer.footer()
+    return printer.notes()

@@ -1,7 +1,10 @@
 """Benchmark: the native runner against LiteRT's own in-process loop (Python CompiledModel, KV cache bound in
 place) on the same file, workload, threads and cores. The ratio is printed and kept with the test's report
 properties; it is a figure to watch (target ≥ 1.0), not a pass/fail gate. What the test asserts is that both
-computed the same thing: identical greedy tokens."""
+computed the same thing: identical greedy tokens.
+
+Not in the default run (it measures every cell a second time, a quarter of a warm `pytest suites/`): run it with
+`pytest suites/ -m overhead`."""
 
 import pytest
 
@@ -9,7 +12,7 @@ from harness.artifacts.cache import ensure_artifact
 from harness.artifacts.recipe import Recipe
 from models.registry import get_spec
 
-pytestmark = pytest.mark.performance
+pytestmark = [pytest.mark.performance, pytest.mark.overhead]
 
 
 def test_native_runner_vs_inprocess_litert(cell, bench_session, record_property, capsys):

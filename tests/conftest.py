@@ -89,3 +89,13 @@ def run_cli(*args: str, timeout: float = 600):
 
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `full` (full-size models: minutes and GiBs each) run only when -m names them."""
+    if "full" in (config.option.markexpr or ""):
+        return
+    full = [item for item in items if item.get_closest_marker("full") and item.path.is_relative_to(REPO / "tests")]
+    if full:
+        config.hook.pytest_deselected(items=full)
+        items[:] = [item for item in items if item not in full]

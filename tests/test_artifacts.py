@@ -76,6 +76,14 @@ def test_two_recipes_of_a_new_model_export_it_once(tmp_path):
     root = ensure_artifact(spec, Recipe("none", 16, 64))
     assert int8.meta["quantized_from"] == int4.meta["quantized_from"] == root.sha256
     assert int8.sha256 != int4.sha256
+    # Each child's phases: a line each in the log, and in meta.json with their time and peak memory.
+    phases = [p["phase"] for p in root.meta["convert_phases"]]
+    assert phases[0] == "build model" and phases[-1] == "write flatbuffer"
+    assert {"convert > Torch Export: prefill", "convert > Torch Export: decode"} <= set(phases)
+    assert [p["phase"] for p in int8.meta["convert_phases"]] == ["quantize"]
+    assert all(p["peak_rss_mb"] > 0 and p["seconds"] >= 0 for p in root.meta["convert_phases"])
+    assert f"  [{spec.name}] convert: " in log_path.read_text()
+    assert "oneDNN custom operations" not in log_path.read_text()  # the import noise is kept from the log
 
 
 def test_float_artifact_cached_without_its_recipes_still_roots_its_quantizations():
@@ -106,10 +114,13 @@ def test_cache_key_covers_what_changes_the_bytes():
     assert base != cache_key(spec, Recipe("dynamic_int8", 32, 256))[0]
     assert base != cache_key(get_spec("tinyllama", "tiny", seed=7), Recipe("dynamic_int8", 32, 128))[0]
     assert cache_key(spec, Recipe())[1]["tools"]["litert-torch"]  # tool versions are part of the key
-    # The float artifact is converted; tiny recipes are quantized from it, full-size ones converted lightweight.
+    # The float artifact is converted; every recipe is quantized from it. Full-size floats convert lightweight.
+    full = get_spec("tinyllama", "full")
     assert "quantized_from_float" not in cache_key(spec, Recipe("none", 32, 128))[1]
     assert cache_key(spec, Recipe("dynamic_int8", 32, 128))[1]["quantized_from_float"]
-    assert "quantized_from_float" not in cache_key(get_spec("tinyllama", "full"), Recipe("dynamic_int8"))[1]
+    assert cache_key(full, Recipe("dynamic_int8"))[1]["quantized_from_float"]
+    assert cache_key(full, Recipe("none"))[1]["lightweight"]
+    assert not cache_key(spec, Recipe("none", 32, 128))[1]["lightweight"]
 
 
 def test_unknown_quant_lists_the_known_ones():
@@ -123,3 +134,25 @@ def test_unreadable_checkpoint_is_named_and_leaves_no_artifact(tmp_path):
         (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
         ensure_artifact(get_spec("tinyllama", "tiny", checkpoint_dir=tmp_path), Recipe("none", 8, 128))
     assert not list((tmp_path.parent).glob("**/model.tflite.partial"))
+
+
+def test_a_session_converts_what_its_cells_need_first_two_at_a_time(tmp_path):
+    """BenchSession.prepare (what `pytest suites/` does after collection): every artifact its cells and accuracy
+    checks open is cached before the first cell, each converted once though two conversions run at a time."""
+    from harness.run.session import BenchSession
+    from harness.run.settings import Settings
+
+    settings = Settings(models=("tinyllama",), accuracy_models=("tinyllama",), quants=("none", "dynamic_int8"),
+                        prefill=(16,), decode=(16,), seed=17)  # weights no other test converts
+    session = BenchSession(settings)
+    cells, checks = settings.cells(), settings.accuracy_cells()
+    log_path = tmp_path / "log.txt"
+    with log_path.open("w") as log:
+        session.prepare(cells, checks, jobs=2, log=log)
+    started = [line.split(" ...")[0] for line in log_path.read_text().splitlines()
+               if line.startswith(("converting ", "quantizing "))]
+    assert len(started) == len(set(started)) == 4  # fp32 and int8 at the cells' lengths and at the checks'
+    with log_path.open("w") as log:  # now everything the cells open is there: nothing converts
+        for spec, recipe in session.artifacts_needed(cells, checks):
+            ensure_artifact(spec, recipe, log=log)
+    assert "converting" not in log_path.read_text() and "quantizing" not in log_path.read_text()

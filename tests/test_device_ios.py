@@ -467,11 +467,15 @@ def test_a_run_returns_the_runners_json_and_leaves_only_the_cache(iphone, tiny_a
     assert set(measured.provenance["sha256"]) == {"model", "runner"}  # the app holds its runtime
     assert measured.provenance["sha256"]["model"] == artifact.sha256
     assert measured.provenance["device"]["os"] == "iOS"
-    assert len(_launched(fake)) == 1
+    assert len(_launched(fake)) == 2  # the weight cache's cold run, then the measured run
+    assert measured.cold_run.report.weight_cache == "cold" and measured.report.weight_cache == "warm"
     opened.transport.close()
     documents = _documents(fake)
     assert sorted(p.name for p in documents.iterdir()) == ["cache"]  # request, result, stderr and done removed
-    assert (documents / "cache" / f"{artifact.sha256}-{artifact.path.name}").is_file()
+    # The model and, beside it, the weight cache the app's runner wrote (paths relative to Documents), no .part.
+    assert sorted(p.name for p in (documents / "cache").iterdir() if not p.name.startswith(".")) == sorted(
+        [f"{artifact.sha256}-{artifact.path.name}", f"{artifact.sha256}.xnnpack_cache"])
+    assert measured.cold_run.path == f"cache/{artifact.sha256}.xnnpack_cache"
 
 
 def test_the_bench_command_installs_the_runner_app_it_is_given(fake_ios, tiny_artifact, tmp_path):

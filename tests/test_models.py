@@ -1,5 +1,7 @@
 """The model registry and weights: names, sizes, seeded random weights, checkpoint loading."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,3 +54,50 @@ def test_fingerprint_changes_with_weights_source(tmp_path):
 def test_checkpoint_dir_without_safetensors_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="holds no \\*.safetensors"):
         build_model(get_spec("tinyllama", "tiny", checkpoint_dir=tmp_path), kv_len=64)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_skipping_torchs_random_init_leaves_the_seeded_weights_as_they_were(family):
+    """build_model skips torch's own random init because init_random overwrites it: built with that init,
+    every family's seeded model has the same parameters and buffers."""
+    from models.weights import init_random
+
+    spec = get_spec(family, "tiny", seed=5)
+    reference = spec.family.model_class(spec.config(), mask_cache_size=64)
+    init_random(reference, spec.seed)
+    built = build_model(spec, kv_len=64).state_dict()
+    expected = reference.eval().state_dict()
+    assert built.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(built[name], tensor), name
+
+
+def test_weights_mapped_from_a_file_keep_their_values_and_leave_no_file(tmp_path):
+    from models.weights_file import move_weights_to_file
+
+    spec = get_spec("gemma3", "tiny", seed=5)  # tied embedding and lm_head: one copy in the file
+    before = {name: t.clone() for name, t in build_model(spec, kv_len=64).state_dict().items()}
+    model = build_model(spec, kv_len=64)
+    storages = {t.untyped_storage().data_ptr(): t.nbytes for t in model.parameters()}
+    moved = move_weights_to_file(model, tmp_path, min_bytes=0)
+    assert moved >= sum(storages.values())
+    assert len({t.untyped_storage().data_ptr() for t in model.parameters()}) == len(storages)  # still tied
+    assert list(tmp_path.iterdir()) == []  # unlinked once mapped
+    maps = Path("/proc/self/maps").read_text()
+    assert f"{tmp_path}/weights-" in maps and "(deleted)" in maps
+    after = model.state_dict()
+    for name, tensor in before.items():
+        assert torch.equal(after[name], tensor), name
+    # Random weights written after mapping (the conversion child's way) are the same weights too.
+    mapped = build_model(spec, kv_len=64, weights_folder=tmp_path).state_dict()
+    for name, tensor in before.items():
+        assert torch.equal(mapped[name], tensor), name
+
+
+@pytest.mark.parametrize("shape", [(7,), (16,), (33, 5), (1000, 128)])
+def test_random_weights_drawn_in_place_equal_randn_times_scale(shape):
+    """init_random draws in place (normal_, mul_) what it once drew as randn(...) * 0.02: same weights, same
+    artifacts, so the cache key's weights tag stays."""
+    expected = torch.randn(shape, generator=torch.Generator().manual_seed(3)) * 0.02
+    drawn = torch.empty(shape).normal_(generator=torch.Generator().manual_seed(3)).mul_(0.02)
+    assert torch.equal(drawn, expected)

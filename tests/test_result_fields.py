@@ -43,11 +43,12 @@ def test_settings_and_workload_defaults_are_the_registrys():
     for dest, attr in [("device", "devices"), ("quant", "quants"), ("prefill", "prefill"), ("decode", "decode"),
                        ("threads", "threads"), ("reps", "reps"), ("warmup", "warmup"), ("cv_limit", "cv_limit_pct"),
                        ("bandwidth_probe_mb", "bandwidth_probe_mb"), ("runner_timeout", "runner_timeout"),
-                       ("cooldown", "cooldown_s"), ("seed", "seed")]:
+                       ("cooldown", "cooldown_s"), ("seed", "seed"), ("weight_cache", "weight_cache")]:
         assert getattr(settings, attr) == OPTIONS[dest].default, dest
     assert dataclasses.astuple(workload)[:5] == tuple(first_default(d) for d in
                                                       ("prefill", "decode", "threads", "warmup", "reps"))
     assert workload.bandwidth_probe_mb == OPTIONS["bandwidth_probe_mb"].default
+    assert workload.weight_cache == OPTIONS["weight_cache"].default is True  # apps ship the cache: so do cells
 
 
 def _defaults_in_help(text: str) -> dict[str, int]:
@@ -88,3 +89,6 @@ def test_bad_option_values_name_the_option():
     with pytest.raises(OptionError, match=r"--runner-timeout must be >= 1"):
         OPTIONS["runner_timeout"].parse("0")  # 0 would mean no timeout at all
     assert OPTIONS["prefill"].parse("128, 512") == (128, 512)
+    with pytest.raises(OptionError, match=r"--weight-cache takes on or off, got 'yes'"):
+        OPTIONS["weight_cache"].parse("yes")
+    assert OPTIONS["weight_cache"].parse("off") is False and OPTIONS["weight_cache"].format(True) == "on"

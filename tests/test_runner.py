@@ -27,7 +27,7 @@ KV_CACHE_BYTES = 2 * LAYERS * KV_LEN * KV_HEADS * HEAD_DIM * 4  # k and v, float
 FIELDS = {"runner", "runner_version", "api", "runtime", "runtime_version", "model", "model_bytes", "threads",
           "prefill_len", "decode_len", "depth", "kv_len", "vocab", "num_layers", "kv_cache_bytes", "weight_bytes",
           "warmup", "init_ms", "init_warm_ms", "samples", "tokens", "top_logits", "peak_rss_kb", "vmhwm_kb",
-          "bandwidth", "xnnpack"}
+          "bandwidth", "xnnpack", "fp16_arithmetic", "weight_cache", "weight_cache_bytes"}
 SAMPLE_FIELDS = {"prefill_s", "prefill_tok_s", "decode_s", "decode_tok_s", "ttft_ms"}
 BANDWIDTH_FIELDS = {"read_gb_s", "median_gb_s", "probe_bytes", "threads", "passes"}
 
@@ -72,6 +72,8 @@ def test_json_has_every_field_with_sane_values(runner, tiny_models, api):
     assert (out["model"], out["model_bytes"]) == (str(model), model.stat().st_size)
     assert (out["threads"], out["prefill_len"], out["decode_len"], out["kv_len"]) == (2, PREFILL, 8, KV_LEN)
     assert (out["vocab"], out["num_layers"], out["warmup"], out["xnnpack"]) == (VOCAB, LAYERS, 1, True)
+    # Without --weight-cache and --fp16-arithmetic: XNNPACK packs the weights in memory and computes in fp32.
+    assert (out["weight_cache"], out["weight_cache_bytes"], out["fp16_arithmetic"]) == ("off", None, False)
     assert (out["depth"], out["kv_cache_bytes"]) == (0, KV_CACHE_BYTES)
     assert 0 < out["weight_bytes"] <= out["model_bytes"]
     assert out["init_ms"] > 0 and out["init_warm_ms"] > 0
@@ -244,8 +246,11 @@ def test_missing_or_corrupt_model_exits_3_with_one_line_naming_the_file(runner, 
     ["--model", "m.tflite", "--depth", "-1"],
     ["--model", "m.tflite", "--bandwidth-probe-mb", "x"],
     ["--model", "m.tflite", "--no-warm-init=1"],
+    ["--model", "m.tflite", "--fp16-arithmetic=1"],
+    ["--model", "m.tflite", "--weight-cache"],
 ], ids=["no-value", "no-model", "unknown-flag", "not-a-number", "zero-threads", "zero-reps", "bad-api",
-        "bad-token-list", "negative-depth", "bad-probe-size", "value-for-no-warm-init"])
+        "bad-token-list", "negative-depth", "bad-probe-size", "value-for-no-warm-init", "value-for-fp16-arithmetic",
+        "no-weight-cache-path"])
 def test_bad_flags_exit_2_with_usage(runner, args):
     proc = run(runner, *args)
     assert proc.returncode == 2
@@ -254,7 +259,7 @@ def test_bad_flags_exit_2_with_usage(runner, args):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     for flag in ("--model", "--prefill", "--decode", "--threads", "--warmup", "--reps", "--api",
                  "--prompt-tokens", "--depth", "--bandwidth-probe-mb", "--no-warm-init", "--top-k",
-                 "--follow-tokens"):
+                 "--follow-tokens", "--weight-cache", "--fp16-arithmetic"):
         assert flag in proc.stderr
 
 

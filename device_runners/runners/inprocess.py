@@ -240,7 +240,7 @@ def run_inprocess(
         init_warm_ms=init_warm_ms, samples=samples, tokens=tokens, top_logits=[], peak_rss_kb=peak_rss_kb,
         vmhwm_kb=vmhwm_kb,
         bandwidth=None,  # no probe in the yardstick; llm_runner measures it
-        xnnpack=True,
+        xnnpack=True,  # with XNNPACK's defaults: no weight cache, fp32 arithmetic
     )
 
 

@@ -68,6 +68,8 @@ class RunnerReport:
     kv_cache_bytes: int
     weight_bytes: int | None  # constant buffers at their stored precision; None where the runner cannot count
     warmup: int
+    # With a weight cache, init_ms is the first load as weight_cache says it went, and init_warm_ms reads the
+    # cache the first load found or wrote.
     init_ms: float  # cold: the first load in the process
     init_warm_ms: float | None  # the second load (None with --no-warm-init)
     samples: list[Sample]
@@ -77,6 +79,12 @@ class RunnerReport:
     vmhwm_kb: int | None  # /proc/self/status VmHWM, where readable
     bandwidth: Bandwidth | None
     xnnpack: bool
+    # The defaults are a run without --fp16-arithmetic and --weight-cache; from_json still needs every field.
+    fp16_arithmetic: bool = False  # XNNPACK computed fp32 operators in fp16 (--fp16-arithmetic, on a CPU with it)
+    # XNNPACK's weight cache file at the first load: off (none), cold (absent or unusable: that load packed the
+    # weights and wrote it) or warm (a finished cache that load read and left as it was)
+    weight_cache: str = "off"
+    weight_cache_bytes: int | None = None  # the cache file's size after the run; None when off
 
     @property
     def peak_kb(self) -> int:

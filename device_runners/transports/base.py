@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import itertools
+import posixpath
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,9 @@ from typing import Any
 
 from device_runners.transports.state import STATE_GLOBS, DeviceState, parse_state
 from harness.common.signals import signals_deferred
+
+# The weight cache beside a model: `<sha256 of the model>.xnnpack_cache` (Transport.weight_cache_path).
+WEIGHT_CACHE_SUFFIX = ".xnnpack_cache"
 
 
 @dataclasses.dataclass
@@ -129,6 +133,25 @@ class Transport(abc.ABC):
                       file=sys.stderr, flush=True)
                 return
         self._unfinished.pop(job.number, None)
+
+    # XNNPACK's weight cache (harness/measure/weight_cache.py): a file the runner writes on the device.
+    def weight_cache_path(self, model: str, digest: str) -> str:
+        """Where the weight cache of a staged model goes: beside it, named by the model's sha256. XNNPACK matches
+        cached weights by their place in the model file, not their values, so a cache named by anything less than
+        the content could feed a changed model another model's weights."""
+        return posixpath.join(posixpath.dirname(model), f"{digest}{WEIGHT_CACHE_SUFFIX}")
+
+    def file_size(self, device_path: str) -> int | None:
+        """Bytes of a file on the device; None when there is none."""
+        raise NotImplementedError(f"the {self.kind} transport keeps no files for the runner")
+
+    def replace(self, source: str, target: str) -> None:
+        """Rename a file on the device over `target`, in one step: a reader sees the old file or the new one."""
+        raise NotImplementedError(f"the {self.kind} transport keeps no files for the runner")
+
+    def remove_file(self, device_path: str) -> None:
+        """Remove one file this session created on the device (nothing when it is gone already)."""
+        raise NotImplementedError(f"the {self.kind} transport keeps no files for the runner")
 
     @abc.abstractmethod
     def facts(self) -> DeviceFacts: ...

@@ -71,6 +71,19 @@ class HostTransport(Transport):
     def sha256(self, device_path: str) -> str:
         return local_sha256(Path(device_path))
 
+    def file_size(self, device_path: str) -> int | None:
+        try:
+            return os.stat(device_path).st_size
+        except FileNotFoundError:
+            return None
+
+    def replace(self, source: str, target: str) -> None:
+        os.replace(source, target)
+
+    def remove_file(self, device_path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(device_path)
+
     def facts(self) -> DeviceFacts:
         cpus = sorted(os.sched_getaffinity(0))
         return DeviceFacts(

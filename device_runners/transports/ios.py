@@ -295,6 +295,17 @@ class IosTransport(Transport):
         self._sha256[device_path] = digest
         return digest
 
+    # Paths relative to Documents, as the runner's argv carries them (the app runs there).
+    def file_size(self, device_path: str) -> int | None:
+        return self._call(f"looking for {device_path}", lambda link: ops.size_of(link, device_path))
+
+    def replace(self, source: str, target: str) -> None:
+        self._call(f"moving {source} to {target}", lambda link: ops.rename(link, source, target))
+
+    def remove_file(self, device_path: str) -> None:
+        self._call(f"removing {device_path}", lambda link: ops.remove(link, [f"{contract.DOCUMENTS}/{device_path}"]),
+                   STOP_TIMEOUT_S)
+
     def read_files(self, globs: Sequence[str]) -> dict[str, str]:
         return {}  # no /proc or /sys on iOS: the state before and after a run is empty
 

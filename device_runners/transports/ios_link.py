@@ -219,6 +219,13 @@ async def remove(link: Link, paths: Sequence[str]) -> None:
         await afc.rm_single(afc_path(path), force=True)  # force: a missing file is no error
 
 
+async def rename(link: Link, source: str, target: str) -> None:
+    """Paths relative to Documents; AFC's rename replaces an existing target, as rename(2) does."""
+    afc = await link.container()
+    docs = contract.DOCUMENTS
+    await afc.rename(afc_path(f"{docs}/{source}"), afc_path(f"{docs}/{target}"))
+
+
 async def read_text(link: Link, path: str) -> str:
     """A file of the container as text; '' when it is not there."""
     afc = await link.container()

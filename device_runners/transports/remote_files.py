@@ -96,6 +96,23 @@ class RemoteFiles:
             self._sha256[device_path] = found[device_path]
         return self._sha256[device_path]
 
+    def file_size(self, device_path: str) -> int | None:
+        out = self._sh(f"stat -c %s {shlex.quote(device_path)} 2>/dev/null; true", "looking for a file").stdout
+        return int(out.strip()) if out.strip().isdigit() else None
+
+    def replace(self, source: str, target: str) -> None:
+        self._checked(f"mv -f {shlex.quote(source)} {shlex.quote(target)}", f"moving {source} to {target}")
+
+    def remove_file(self, device_path: str) -> None:
+        self._checked(f"rm -f {shlex.quote(device_path)}", f"removing {device_path}")
+
+    def _checked(self, command: str, what: str) -> None:
+        """A command that must succeed; adb and SSH report exit codes differently, so success prints a mark."""
+        mark = f"@@ok-{secrets.token_hex(4)}@@"
+        out = self._sh(f"{command} 2>&1 && echo {mark}; true", what).stdout
+        if mark not in out:
+            raise self._error(f"{self.name}: {what} failed on the {self._where}: {out.strip()}")
+
     def _remote_sha256(self, paths: Sequence[str], used: str | None = None) -> dict[str, str]:
         """{path: sha256} of those of `paths` that exist there, in one command. `used`: a cache folder to mark as
         staged now (its mtime), which `devices --clean --keep N` ranks by."""

@@ -93,9 +93,10 @@ def check_agreement(model: str, device: DeviceBench, host: DeviceBench, artifact
                     reference: Artifact | None, threads: int = 1) -> dict:
     """`artifact` (of `model`) on `device` against the host runner, on the host's greedy path; `reference` is
     the same model's float artifact (None when `artifact` is it). JSON-able figures and failures."""
-    # Only tokens and logits count here: no warmup, no probe, one repetition.
+    # Only tokens and logits count here: no warmup, no probe, one repetition, no weight cache (which changes
+    # where packed weights come from, not what is computed: tests/test_weight_cache.py).
     workload = Workload(prefill_len=artifact.meta["prefill_len"], decode_len=DECODE, threads=threads, warmup=0,
-                        reps=1, bandwidth_probe_mb=0, top_k=TOP_K)
+                        reps=1, bandwidth_probe_mb=0, top_k=TOP_K, weight_cache=False)
     here = host.measure(artifact.path, workload).report
     path = dataclasses.replace(workload, follow_tokens=tuple(here.tokens[:-1]))
     forced = device.measure(artifact.path, path).report

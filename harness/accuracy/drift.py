@@ -30,6 +30,8 @@ from models.spec import ModelSpec
 
 # ---------------------------------------------------------------------------------------------- prompts
 
+DRIFT_PREFILL, DRIFT_DECODE = 32, 16  # the lengths the harness's tests convert anyway: drift reuses them
+
 
 def make_prompts(vocab_size: int, n_prompts: int, length: int, seed: int = 0, low: int = 0) -> list[np.ndarray]:
     """`n_prompts` int32 token arrays of `length` with ids in [low, vocab_size), the same for the same arguments
@@ -119,8 +121,8 @@ def compare_logits(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
     }
 
 
-def measure_drift(spec: ModelSpec, quant: str, *, prefill_len: int = 32, steps: int = 16, n_prompts: int = 3,
-                  seed: int = 0, threads: int = 2, log=sys.stderr) -> dict[str, Any]:
+def measure_drift(spec: ModelSpec, quant: str, *, prefill_len: int = DRIFT_PREFILL, steps: int = DRIFT_DECODE,
+                  n_prompts: int = 3, seed: int = 0, threads: int = 2, log=sys.stderr) -> dict[str, Any]:
     """Drift figures of `quant` against fp32 for one model (converting both files if the cache lacks them).
 
     prefill_len 32 / steps 16 match the artifacts the harness's tests already convert, so the check reuses them.

@@ -3,18 +3,19 @@
 The cache key covers everything that changes the bytes (model spec and weights source, quantization recipe,
 lengths, conversion tool versions), so a second run with the same inputs converts nothing. A model is exported
 once: its float artifact is the root of its recipes, each quantized from that file (`quantized_from_float`),
-except where conversion is lightweight (full-size quantized models), whose float flatbuffer differs from the
-plain float artifact's and which therefore keep the one-step path. Conversion runs in
+the quantizer's child reading the float file from disk. Conversion runs in
 a child process (harness/artifacts/convert_worker.py): it needs 13+ GiB at full size and leaves PyTorch's
 threads spinning, neither of which should stay in the process that then measures.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -67,12 +68,14 @@ def _recipe_inputs(recipe: Recipe) -> dict:
 
 
 def uses_lightweight_conversion(spec: ModelSpec, recipe: Recipe) -> bool:
-    # Full-size quantized conversion in one step peaks above 20 GiB; the lightweight path stays near 13 GiB.
-    return spec.size == "full" and recipe.quant != "none"
+    # Lightweight lowering points the MLIR constants at the torch weights instead of copying them, which is what
+    # lets full-size models convert in 24 GiB (README, "Conversion memory"). Its float flatbuffer differs from the
+    # dense one, so tiny models, whose bytes tests compare with earlier runs, keep the dense path.
+    return spec.size == "full"
 
 
 def quantized_from_float(spec: ModelSpec, recipe: Recipe) -> bool:
-    return recipe.quant != "none" and not uses_lightweight_conversion(spec, recipe)
+    return recipe.quant != "none"
 
 
 def float_recipe(recipe: Recipe) -> Recipe:
@@ -95,17 +98,68 @@ def ensure_artifact(spec: ModelSpec, recipe: Recipe, *, log=sys.stderr) -> Artif
         return _load_or_convert(spec, recipe, key, inputs, folder, log)
 
 
+def ensure_artifacts(pairs: list[tuple[ModelSpec, Recipe]], *, jobs: int = 1, log=sys.stderr,
+                     keep_going: bool = False) -> None:
+    """ensure_artifact for each pair, `jobs` at a time: the float roots first, then the recipes made from them.
+    Full-size conversions take most of the machine's memory, so they run one at a time whatever `jobs` says.
+    With `keep_going` a failed conversion is reported and skipped (whoever needs it next tries again and fails
+    there, where the failure belongs to one cell)."""
+    from concurrent.futures import ThreadPoolExecutor  # threads: each only waits on its conversion child
+
+    def one(pair: tuple[ModelSpec, Recipe]) -> None:
+        try:
+            ensure_artifact(*pair, log=log)
+        except Exception as e:
+            if not keep_going:
+                raise
+            print(f"converting {pair[0].name} {pair[1].quant} ahead of its cells failed ({e}); its cells will "
+                  "try again", file=log, flush=True)
+
+    def distinct(pairs: list[tuple[ModelSpec, Recipe]]) -> list[tuple[ModelSpec, Recipe]]:
+        return list({cache_key(*pair)[0]: pair for pair in pairs}.values())  # specs hold dicts: not hashable
+
+    unique = distinct(pairs)
+    roots = distinct([(spec, float_recipe(recipe)) for spec, recipe in unique])
+    for stage in (roots, unique):
+        tiny = [(spec, recipe) for spec, recipe in stage if spec.size != "full"]
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(one, tiny))
+        for pair in stage:
+            if pair[0].size == "full":
+                one(pair)
+
+
+# What TensorFlow, absl, torchao and torch print on every import: not progress, and kept only for a failure.
+_NOISE = re.compile(r"^(?:[IWE]\d{4} |WARNING: All log messages|Failed to load .*torchao|.*Warning: |  return cls|"
+                    r"WARNING:root:Quantized data for tensor)")
+
+
 def _run_worker(args: list[str], log) -> tuple[int, int]:
     """`python -m ARGS`'s exit code and its own peak RSS in KiB (wait4 gives this child's rusage, where
-    RUSAGE_CHILDREN would give the largest child so far: the float export before a quantization)."""
-    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT)
+    RUSAGE_CHILDREN would give the largest child so far: the float export before a quantization).
+
+    The child's lines go to `log` as they come, less the import noise; when it fails, its last lines, noise
+    included, follow, so the failure's own words are never filtered away."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace")
+    tail: collections.deque[str] = collections.deque(maxlen=40)
     try:
+        for line in proc.stdout:
+            tail.append(line)
+            if not _NOISE.match(line):
+                log.write(line)
+                log.flush()
         _, status, usage = os.wait4(proc.pid, 0)
     except BaseException:
         proc.kill()
         proc.wait()
         raise
+    finally:
+        proc.stdout.close()
     proc.returncode = os.waitstatus_to_exitcode(status)  # so that Popen does not wait for it again
+    if proc.returncode != 0:
+        log.write("".join(tail))
+        log.flush()
     return proc.returncode, usage.ru_maxrss
 
 
@@ -122,6 +176,16 @@ def _quant_recipes(root: Artifact, job: dict, log) -> Path:
                                f"{returncode}; its output is above")
         partial.rename(path)
     return path
+
+
+def _read_phases(partial: Path) -> list[dict]:
+    """The child's per-phase seconds and peak memory (harness/artifacts/phases.py); the file is then removed."""
+    path = Path(f"{partial}.phases.json")
+    if not path.is_file():
+        return []
+    phases = json.loads(path.read_text())
+    path.unlink()
+    return phases
 
 
 def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, folder: Path, log) -> Artifact:
@@ -158,6 +222,7 @@ def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, fo
     seconds = time.monotonic() - start
     if returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
+        Path(f"{partial}.phases.json").unlink(missing_ok=True)
         raise RuntimeError(f"conversion of {spec.name} ({recipe.quant}) failed with exit code {returncode}; "
                            "its output is above")
     meta = {
@@ -173,6 +238,7 @@ def _load_or_convert(spec: ModelSpec, recipe: Recipe, key: str, inputs: dict, fo
         "convert_seconds": round(seconds, 2),
         "quantized_from": root.sha256 if root else None,  # the float artifact's bytes
         "convert_peak_rss_mb": round(peak_kb / 1024, 1),
+        "convert_phases": _read_phases(partial),
         "compute": compute_profile(spec.config(), recipe.prefill_len, recipe.kv_len),
     }
     meta_path.write_text(json.dumps(meta, indent=2))

@@ -10,6 +10,7 @@ translates each quantization to for this model: harness/artifacts/quantize_worke
 recipes from the float file with them, without importing torch or litert-torch.
 """
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -19,13 +20,15 @@ from litert_torch._convert import interface as litert_converter
 from litert_torch.generative.layers import kv_cache as kv_utils
 from litert_torch.generative.utilities import converter, export_config
 
+from harness.artifacts.phases import PhaseLog, follow_litert_phases
 from models.registry import get_spec
 
 _KV_LAYOUTS = {"default": kv_utils.KV_LAYOUT_DEFAULT, "transposed": kv_utils.KV_LAYOUT_TRANSPOSED}
 
 
-def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len: int, out: str,
-           lightweight: bool, kv_layout: str = "default") -> None:
+def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len: int, lightweight: bool,
+           kv_layout: str = "default"):
+    """The converted model (litert-torch's LiteRTModel), not yet written: the caller frees the torch module first."""
     # Prefill returns only the KV cache (no logits): the first token's logits come from the first decode step.
     # The default layout is what ExportConfig() and KVCache.from_model_config use unless told otherwise, so
     # naming it here leaves the default artifacts' bytes as they were.
@@ -44,7 +47,7 @@ def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len:
         "kv_cache": kv,
     })
     recipe = converter.get_quant_recipe_from_flag(quant, config)
-    conv.convert(quant_config=recipe, lightweight_conversion=lightweight).export(out)
+    return conv.convert(quant_config=recipe, lightweight_conversion=lightweight)
 
 
 def quant_recipes(config) -> dict[str, list]:
@@ -66,11 +69,22 @@ def main(job: dict) -> None:
     if job.get("recipes_only"):  # for a float artifact cached before recipes were kept beside it
         Path(job["out"]).write_text(json.dumps(quant_recipes(spec.config())))
         return
-    model = build_model(spec, recipe["kv_len"])
-    export(model, spec.config(), recipe["quant"], recipe["prefill_len"], recipe["kv_len"], job["out"],
-           job["lightweight"], recipe.get("kv_layout", "default"))
-    if recipe["quant"] == "none":
-        Path(job["out"] + ".recipes.json").write_text(json.dumps(quant_recipes(spec.config())))
+    out = Path(job["out"])
+    with PhaseLog(spec.name) as log:
+        follow_litert_phases(log)
+        with log.phase("build model"):
+            model = build_model(spec, recipe["kv_len"], weights_folder=out.parent)
+        with log.phase("convert"):
+            converted = export(model, spec.config(), recipe["quant"], recipe["prefill_len"], recipe["kv_len"],
+                               job["lightweight"], recipe.get("kv_layout", "default"))
+        # Dense (not lightweight) constants are copies: the torch weights are not needed to write the file.
+        del model
+        gc.collect()
+        with log.phase("write flatbuffer"):
+            converted.export(str(out))
+        if recipe["quant"] == "none":
+            Path(f"{out}.recipes.json").write_text(json.dumps(quant_recipes(spec.config())))
+    Path(f"{out}.phases.json").write_text(json.dumps(log.phases))
 
 
 if __name__ == "__main__":

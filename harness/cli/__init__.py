@@ -6,7 +6,9 @@
                                                 → the comparison report of a run and the regression dashboard
   gate     --results-db URL --run ID --baseline REF [--thresholds gate.toml] [--update-baseline NAME]
                                                 → the release gate: exit 1 on a failing cell or a regression
-  export   --results-db URL [--run ID | --all] --format csv|json|md → the results in one schema
+  export   --results-db URL [--run ID | --all] --format csv|json|md|pytest-benchmark
+                                                → the results in one schema, or as a pytest-benchmark JSON
+                                                  document (`pytest-benchmark compare A.json B.json`)
   store import --results-db URL [SPILL.json ...]
                                                 → cells that could not be stored (spilled beside the database)
   build-runner --target host|linux-arm64|android-arm64            → builds the native runner (cached); prints
@@ -80,7 +82,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
     runner = runner_for_target(device.profile.runner_target, args.runner_bin, args.runner_app)
     workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus,
-                        args.bandwidth_probe_mb)
+                        args.bandwidth_probe_mb, weight_cache=args.weight_cache)
     # The suites' path: the device's lock, then the run; closing it stops what still runs and cleans up.
     device_bench = DeviceBench(device, runner, timeout=args.runner_timeout, cooldown_s=0)
     try:
@@ -158,18 +160,21 @@ def cmd_export(args: argparse.Namespace) -> None:
     store, run_id, _ = _open(args)
     frame = store.results_frame(None if args.all else run_id)
     checks = store.accuracy_frame(None if args.all else run_id)
+    notes: list[str] = []
     if args.out is None:
         try:
-            export(frame, args.format, sys.stdout, checks)
+            notes = export(frame, args.format, sys.stdout, checks)
         except BrokenPipeError:  # `export ... | head` stopped reading: fine, but no traceback at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
-    try:
-        f = open(args.out, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below; only open's errors here
-    except OSError as e:  # a folder that is a file, or missing, or not writable
-        raise CliError(f"cannot write {args.out}: {e.strerror or e}") from None
-    with f:
-        export(frame, args.format, f, checks)
+    else:
+        try:
+            f = open(args.out, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below; only open's errors
+        except OSError as e:  # a folder that is a file, or missing, or not writable
+            raise CliError(f"cannot write {args.out}: {e.strerror or e}") from None
+        with f:
+            notes = export(frame, args.format, f, checks)
+    for note in notes:  # rows a format left out (pytest-benchmark: failed and emulated cells)
+        print(note, file=sys.stderr)
 
 
 def cmd_store(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ def _add(p: argparse.ArgumentParser, *names: str, **override) -> None:
     for name in names:
         option = OPTIONS[name]
         default = override.get(name, first_default(name))
-        shown = f" [{default}]" if default is not None else ""
+        shown = f" [{option.format(default)}]" if default is not None else ""
         p.add_argument(option.flag, type=_one(option), default=default, help=option.help.split(";")[0] + shown)
 
 
@@ -108,7 +108,7 @@ def _device_commands(sub, devices: list[str]) -> None:
     b.add_argument("artifact", type=Path)
     b.add_argument("--device", default="host", help=f"one of: {', '.join(devices)} [host]")
     _add_lengths(b, None)
-    _add(b, "threads", "depth", "cpus", "bandwidth_probe_mb", "reps", "warmup", "runner_timeout")
+    _add(b, "threads", "depth", "cpus", "bandwidth_probe_mb", "reps", "warmup", "runner_timeout", "weight_cache")
     b.add_argument("--timeout", dest="runner_timeout", type=_one(OPTIONS["runner_timeout"]),
                    default=argparse.SUPPRESS, help="the same as --runner-timeout")
     b.add_argument("--runner-bin", type=Path, default=None, help="a prebuilt runner binary")
@@ -147,7 +147,8 @@ def _results_commands(sub, formats: list[str]) -> None:
     g.add_argument("--update-baseline", metavar="NAME", default=None,
                    help="when the run passes, record it as baseline NAME")
 
-    e = sub.add_parser("export", help="print stored results as CSV, JSON or Markdown (one schema)")
+    e = sub.add_parser("export", help="print stored results as CSV, JSON or Markdown (one schema), or as "
+                                      "pytest-benchmark's JSON document")
     _add_store(e)
     e.add_argument("--all", action="store_true", help="every run, not just one")
     e.add_argument("--format", default="csv", choices=formats, help="output format [csv]")

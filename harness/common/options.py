@@ -38,7 +38,7 @@ def csv(value: str) -> tuple[str, ...]:
 @dataclasses.dataclass(frozen=True)
 class Option:
     flag: str  # --name on every command line
-    kind: str  # int | float | str | path | ints (comma-separated list) | strs (list) | cpus
+    kind: str  # int | float | str | path | ints (comma-separated list) | strs (list) | cpus | switch (on/off)
     default: Any  # parsed; None: unset
     help: str
     minimum: float | None = None  # for numbers and every number of a list
@@ -56,6 +56,8 @@ class Option:
         """A parsed value as it is typed on a command line ('' for unset)."""
         if value is None:
             return ""
+        if isinstance(value, bool):
+            return "on" if value else "off"
         return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
     def parse(self, text: Any) -> Any:
@@ -90,8 +92,14 @@ def _number(kind: type):
     return parse
 
 
+def _switch(text: str) -> bool:
+    if text.strip().lower() not in ("on", "off"):
+        raise ValueError(f"takes on or off, got {text!r}")
+    return text.strip().lower() == "on"
+
+
 _PARSERS = {"int": _number(int), "float": _number(float), "str": str, "path": str, "ints": _ints, "strs": csv,
-            "cpus": parse_cpus}
+            "cpus": parse_cpus, "switch": _switch}
 
 OPTIONS: dict[str, Option] = {o.dest: o for o in (
     # what to measure
@@ -112,6 +120,10 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in (
     Option("--warmup", "int", 1, "discarded warmup repetitions", minimum=0),
     Option("--bandwidth-probe-mb", "int", 1024,
            "size of the runner's memory-bandwidth probe; 0 disables the roofline share", minimum=0),
+    Option("--weight-cache", "switch", True,
+           "XNNPACK's weight cache, as apps ship it: on, each cell builds it beside the model on the device (named "
+           "by the model's sha256) and records init without it (cold) and with it (warm) and peak memory with it; "
+           "off, every load packs the weights"),
     Option("--cv-limit", "float", 3.0, "CV (%) above which a figure is flagged unstable", minimum=0),
     Option("--cooldown", "float", 60.0, "most seconds to wait between cells for temperatures to settle",
            minimum=0),

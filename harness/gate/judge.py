@@ -156,7 +156,21 @@ def pair(rec: dict, baseline: list[dict]) -> tuple[dict | None, str]:
         return None, "no baseline cell of this workload" if not same else "several baseline cells match"
     base = same[0]
     theirs, ours = _int(base.get("threads")), _int(rec.get("threads"))
-    return base, "" if theirs == ours else f"baseline ran with {theirs} threads, this run with {ours}"
+    notes = [] if theirs == ours else [f"baseline ran with {theirs} threads, this run with {ours}"]
+    return base, "; ".join(notes + _setting_notes(rec, base))
+
+
+def _setting_notes(rec: dict, base: dict) -> list[str]:
+    """How the runtime ran either cell, where the two differ: the weight cache moves init and peak memory, fp16
+    arithmetic moves speed. Rows stored before these settings ran without either."""
+    notes = []
+    theirs, ours = (r.get("weight_cache") if not missing(r.get("weight_cache")) else "off" for r in (base, rec))
+    if theirs != ours:
+        notes.append(f"baseline ran with the weight cache {theirs}, this run {ours}")
+    theirs, ours = (r.get("fp16_arithmetic") == True for r in (base, rec))  # noqa: E712 - numpy bools, NULL
+    if theirs != ours:
+        notes.append(f"baseline computed in {'fp16' if theirs else 'fp32'}, this run in {'fp16' if ours else 'fp32'}")
+    return notes
 
 
 def evaluate_cell(rec: dict, baseline: list[dict] | None, config: GateConfig) -> CellVerdict:

@@ -23,9 +23,11 @@ from harness.measure import stats
 from harness.measure.metrics import SAMPLED
 from harness.measure.provenance import HARNESS_VERSION, git_commit
 from harness.measure.roofline import roofline
+from harness.measure.weight_cache import ColdRun, build_cache
 
 if TYPE_CHECKING:
     from device_runners.runners.native import RunnerBuild
+    from device_runners.transports.base import RunResult
 
 # The runner's exit code when it cannot load the model file (its last stderr line names the file).
 EXIT_BAD_MODEL = 3
@@ -46,6 +48,16 @@ class Workload:
     # these tokens instead of their own argmax (the runner's --top-k and --follow-tokens).
     top_k: int = 0
     follow_tokens: tuple[int, ...] = ()
+    # XNNPACK's weight cache beside the model, as apps ship it: the cell records init without it (cold) and with
+    # it (warm), and speed and memory with it (harness/measure/weight_cache.py).
+    weight_cache: bool = default("weight_cache")
+    # Ask XNNPACK to compute fp32 operators in fp16 (the runner's --fp16-arithmetic): the runner does where the
+    # CPU has fp16 arithmetic (ARMv8.2 FP16, AVX512-FP16) and reports whether it did. Off for every cell: XNNPACK
+    # (liblitert-lm 0.18.1, and LiteRT's xnnpack_delegate.cc today) builds the odml.scaled_dot_product_attention
+    # composite of these exports from fp32 tensors whatever the flag says, and with FORCE_FP16 its query is fp16:
+    # xnn_define_binary(multiply) refuses the mix and the delegate fails to prepare (measured here with the CPU
+    # check bypassed; the refusal is in the graph definition, so an ARM phone would refuse it too).
+    fp16_arithmetic: bool = False
 
     def __post_init__(self) -> None:
         for name in ("prefill_len", "decode_len", "threads", "reps"):
@@ -86,6 +98,7 @@ class Measurement:
     warnings: list[str]
     device_state: dict  # before and after: frequencies, temperatures, throttling
     provenance: dict  # which bytes ran where, built from which commit, by which exact command
+    cold_run: ColdRun | None = None  # the weight cache's cold run; None with the cache off
 
     def median(self, name: str) -> float:
         return self.spread[name]["median"]
@@ -101,6 +114,12 @@ class Measurement:
             **{name: self.median(name) for name in SAMPLED},
             "init_ms": self.report.init_ms, "init_warm_ms": self.report.init_warm_ms,
             "peak_rss_mb": self.peak_rss_mb, "stable": self.stable,
+            "weight_cache": "off" if self.cold_run is None else "on",
+            "fp16_arithmetic": self.report.fp16_arithmetic,
+            "init_cache_cold_ms": None if self.cold_run is None else self.cold_run.report.init_ms,
+            "peak_rss_cache_cold_mb": None if self.cold_run is None else self.cold_run.report.peak_kb / 1024,
+            "weight_cache_mb": None if self.report.weight_cache_bytes is None else
+            self.report.weight_cache_bytes / 2**20,
             "threads": self.threads, "cpus": ",".join(map(str, self.cpus)), "depth": self.depth,
             "prefill_cv_pct": self.spread["prefill_tok_s"]["cv_pct"], "decode_cv_pct": decode["cv_pct"],
             "decode_ci_low": decode["ci95"][0], "decode_ci_high": decode["ci95"][1],
@@ -114,7 +133,7 @@ class Measurement:
         return {**self.figures(), "cpus": self.cpus, "warnings": self.warnings, "spread": self.spread,
                 "roofline": self.roofline, "runner": self.report.to_json(), "samples": self.report.to_json()[
                     "samples"], "command": self.command, "device_state": self.device_state,
-                "provenance": self.provenance}
+                "provenance": self.provenance, "weight_cache_cold_run": self.cold_run and self.cold_run.to_json()}
 
 
 def bench(device: Device, runner: RunnerBuild, model: Path, workload: Workload, timeout: float = 600.0,
@@ -143,46 +162,53 @@ def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: fl
     if device.transport.kind != "host":
         raise ValueError(f"the in-process LiteRT loop runs on the host only, not on {device.name}")
     program = [sys.executable, "-m", "device_runners.runners.inprocess"]
-    return run_benchmark(device, program, model, dataclasses.replace(workload, bandwidth_probe_mb=0), timeout,
-                         compute)
+    # LiteRT's Python loop runs with XNNPACK's defaults: no weight cache, fp32 arithmetic.
+    plain = dataclasses.replace(workload, bandwidth_probe_mb=0, weight_cache=False, fp16_arithmetic=False)
+    return run_benchmark(device, program, model, plain, timeout, compute)
 
 
 def run_benchmark(device: Device, program: list[str], model: Path, workload: Workload, timeout: float,
                   compute: dict | None = None, cv_limit_pct: float = stats.CV_LIMIT_PCT) -> Measurement:
-    """Run a program that speaks the runner's command line and prints its JSON, pinned and under a timeout."""
+    """Run a program that speaks the runner's command line and prints its JSON, pinned and under a timeout; with
+    the weight cache on, its cold run first (harness/measure/weight_cache.py)."""
     if not device.transport.can_fork:  # the probe forks; on iOS it is not run, and the report says so (null)
         workload = dataclasses.replace(workload, bandwidth_probe_mb=0)
     cpus = list(workload.cpus) if workload.cpus else device.cpus_for(device.threads_for(workload.threads))
     threads = min(workload.threads, len(cpus))
     model_on_device = device.transport.stage(model)
-    argv = [*program, "--model", model_on_device, "--prefill", workload.prefill_len,
-            "--decode", workload.decode_len, "--threads", threads, "--warmup", workload.warmup,
+    model_sha256 = device.transport.sha256(model_on_device)
+
+    def execute(argv: list) -> tuple[RunnerReport, str]:
+        report, result = _run(device, argv, timeout, cpus)
+        return report, result.command
+
+    # What every run of the cell shares; the workload's flags follow.
+    common = [*program, "--model", model_on_device, "--prefill", workload.prefill_len]
+    arithmetic = ["--fp16-arithmetic"] if workload.fp16_arithmetic else []
+    cold = build_cache(device, model_on_device, model_sha256, [*common, "--threads", threads, *arithmetic],
+                       execute) if workload.weight_cache else None
+    argv = [*common, "--decode", workload.decode_len, "--threads", threads, "--warmup", workload.warmup,
             "--reps", workload.reps, "--depth", workload.depth, "--bandwidth-probe-mb", workload.bandwidth_probe_mb]
     if workload.top_k:
         argv += ["--top-k", workload.top_k]
     if workload.follow_tokens:
         argv += ["--follow-tokens", ",".join(map(str, workload.follow_tokens))]
+    argv += arithmetic + (["--weight-cache", cold.path] if cold else [])
     before = device.transport.state()
-    result = device.transport.run(argv, timeout=timeout, cpus=cpus)
+    report, result = _run(device, argv, timeout, cpus)
     after = device.transport.state()
     command = shlex.join(str(a) for a in argv)
-    if result.timed_out:
-        raise RunnerError(f"runner timed out after {timeout:g} s on {device.name}: {command}\n"
-                          f"stderr tail:\n{tail(result.stderr)}")
-    if result.exit_code != 0:
-        raise RunnerError(f"runner exited with code {result.exit_code} on {device.name}: {command}\n"
-                          f"stderr tail:\n{tail(result.stderr)}", result.exit_code, result.stderr)
-    try:
-        report = RunnerReport.from_json(json.loads(result.stdout))
-    except (json.JSONDecodeError, ReportError) as e:
-        raise RunnerError(f"runner printed no valid result ({e}) on {device.name}\n"
-                          f"stdout tail:\n{tail(result.stdout)}\nstderr tail:\n{tail(result.stderr)}") from None
+    if cold is not None and report.weight_cache != "warm":  # the file the cold run had just finished
+        raise RunnerError(f"the runner did not read the weight cache its cold run built on {device.name} "
+                          f"(weight_cache {report.weight_cache!r}): {command}\nstderr tail:\n{tail(result.stderr)}")
 
     spread = {name: stats.summarize(report.values(name), cv_limit_pct) for name in SAMPLED}
     stable = all(spread[n]["stable"] for n in ("prefill_tok_s", "decode_tok_s"))
     warnings = changes(before, after, cpus) + [
         f"{name}: unstable ({spread[name]['verdict']})"
         for name in ("prefill_tok_s", "decode_tok_s") if not spread[name]["stable"]]
+    if workload.fp16_arithmetic and not report.fp16_arithmetic:
+        warnings.append("fp16 arithmetic asked for, but this CPU has none: fp32 arithmetic")
     prefill_s = stats.summarize(report.values("prefill_s"))["median"]
     return Measurement(
         report=report, spread=spread,
@@ -193,11 +219,30 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
             "device": dataclasses.asdict(device.facts),
             "runtime_version": report.runtime_version, "runner_version": report.runner_version,
             "harness_version": HARNESS_VERSION, "harness_git_commit": git_commit(),
-            "sha256": {"model": device.transport.sha256(model_on_device)},
+            "sha256": {"model": model_sha256},
             "command": command,
             "device_command": result.command,  # as the device ran it: timeout, taskset mask, environment
+            **({"weight_cache": cold.path} if cold else {}),
         },
+        cold_run=cold,
     )
+
+
+def _run(device: Device, argv: list, timeout: float, cpus: list[int]) -> tuple[RunnerReport, RunResult]:
+    """One runner process on the device: its report, or RunnerError with its stderr tail."""
+    result = device.transport.run(argv, timeout=timeout, cpus=cpus)
+    command = shlex.join(str(a) for a in argv)
+    if result.timed_out:
+        raise RunnerError(f"runner timed out after {timeout:g} s on {device.name}: {command}\n"
+                          f"stderr tail:\n{tail(result.stderr)}")
+    if result.exit_code != 0:
+        raise RunnerError(f"runner exited with code {result.exit_code} on {device.name}: {command}\n"
+                          f"stderr tail:\n{tail(result.stderr)}", result.exit_code, result.stderr)
+    try:
+        return RunnerReport.from_json(json.loads(result.stdout)), result
+    except (json.JSONDecodeError, ReportError) as e:
+        raise RunnerError(f"runner printed no valid result ({e}) on {device.name}\n"
+                          f"stdout tail:\n{tail(result.stdout)}\nstderr tail:\n{tail(result.stderr)}") from None
 
 
 def cooldown(device: Device, baseline_c: float | None, tolerance_c: float = 2.0, max_wait_s: float = 60.0,

@@ -39,6 +39,10 @@ class CellResult:
     cpus: str = text("cpus")
     # Measured on an emulator (qemu-arm64): what it computed counts, its speed does not (never gated, greyed).
     emulated: bool = text("emulated", "bool")
+    # How the runtime ran it: XNNPACK's weight cache beside the model (on | off: harness/measure/weight_cache.py),
+    # and whether XNNPACK computed fp32 operators in fp16 (fp16 artifacts, on CPUs with fp16 arithmetic).
+    weight_cache: str = text("weight cache")
+    fp16_arithmetic: bool = text("fp16 arithmetic", "bool")
     # how it went
     status: str = text("status")  # ok | failed
     error: str = text("error")
@@ -49,6 +53,11 @@ class CellResult:
     init_ms: float = figure("init", " ms", "{:.0f}", better="lower", compared=False)  # cold init: too noisy
     init_warm_ms: float = figure("init warm", " ms", "{:.0f}")
     peak_rss_mb: float = figure("peak RSS", " MB", "{:.0f}", better="lower")
+    # With the weight cache on, init_ms and peak_rss_mb are a launch that finds the cache (an app's every launch
+    # but its first); these are the first launch's, which packs the weights and writes the cache, and its size.
+    init_cache_cold_ms: float = figure("init cache cold", " ms", "{:.0f}")
+    peak_rss_cache_cold_mb: float = figure("peak RSS cache cold", " MB", "{:.0f}")
+    weight_cache_mb: float = figure("weight cache", " MB", "{:.0f}")
     prefill_cv_pct: float = figure("prefill cv%")
     decode_cv_pct: float = figure("decode cv%")
     decode_ci_low: float = figure("decode CI low")

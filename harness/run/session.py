@@ -12,8 +12,10 @@ import sys
 from device_runners.device import Device, open_device
 from device_runners.runners.native import RunnerBuild, runner_for_target
 from harness.accuracy.agreement import DECODE, PREFILL, check_agreement
+from harness.accuracy.conversion import CONVERSION_DECODE, CONVERSION_PREFILL
+from harness.accuracy.drift import DRIFT_DECODE, DRIFT_PREFILL
 from harness.accuracy.registry import run_check
-from harness.artifacts.cache import ensure_artifact
+from harness.artifacts.cache import ensure_artifact, ensure_artifacts
 from harness.artifacts.recipe import Recipe, kv_len_for
 from harness.gate.judge import CellVerdict
 from harness.gate.verdicts import judge, judge_accuracy
@@ -85,6 +87,27 @@ class BenchSession:
             s = self.settings
             self._runners[target] = runner_for_target(target, s.runner_bin, s.runner_app)
         return self._runners[target]
+
+    def artifacts_needed(self, cells: list[Cell], accuracy_cells: list[AccuracyCell]) -> list[tuple[ModelSpec, Recipe]]:
+        """The (spec, recipe) pairs these cells convert, in the order they first need them (float roots too)."""
+        s, pairs = self.settings, []
+        for cell in cells:
+            pairs.append((get_spec(cell.model, cell.size, s.checkpoint_dir, s.seed),
+                          Recipe(cell.quant, cell.prefill, cell.kv_len)))
+        for acc in accuracy_cells:
+            spec = get_spec(acc.model, acc.size, s.checkpoint_dir, s.seed)
+            lengths = {"conversion": (CONVERSION_PREFILL, CONVERSION_DECODE), "drift": (DRIFT_PREFILL, DRIFT_DECODE),
+                       "agreement": (PREFILL, DECODE)}.get(acc.check)
+            if lengths:  # reauthoring compares torch with transformers: no artifact
+                pairs.append((spec, Recipe(acc.quant or "none", lengths[0], kv_len_for(*lengths))))
+        return pairs
+
+    def prepare(self, cells: list[Cell], accuracy_cells: list[AccuracyCell], jobs: int, log=None) -> None:
+        """Convert what the cells need before the first is measured, `jobs` conversions at a time: conversion
+        is mostly single-threaded Python, so on 2 cores two at once nearly halve a cold first run, and no
+        measurement runs beside them."""
+        ensure_artifacts(self.artifacts_needed(cells, accuracy_cells), jobs=jobs, log=log or self.log,
+                         keep_going=True)
 
     def measure(self, cell: Cell) -> MeasuredCell:
         """Convert (cached), run and store one cell; a failure is stored too, then re-raised."""

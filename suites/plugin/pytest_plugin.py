@@ -6,9 +6,11 @@ Registered by the repository's root conftest.py (pytest's documented pytest_addo
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,7 +85,8 @@ def settings_from(config: pytest.Config) -> Settings:
         accuracy_models=v["models"] or tuple(FAMILIES),
         accuracy_thresholds=_accuracy_thresholds(v["accuracy_thresholds"]), size=size,
         prefill=v["prefill"], decode=v["decode"], threads=v["threads"], warmup=v["warmup"], reps=v["reps"],
-        depth=v["depth"], cpus=v["cpus"], bandwidth_probe_mb=v["bandwidth_probe_mb"], cv_limit_pct=v["cv_limit"],
+        depth=v["depth"], cpus=v["cpus"], bandwidth_probe_mb=v["bandwidth_probe_mb"],
+        weight_cache=v["weight_cache"], cv_limit_pct=v["cv_limit"],
         cooldown_s=v["cooldown"], checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=v["seed"],
         runner_bin=Path(runner_bin).resolve() if runner_bin else None,
         runner_app=Path(runner_app).resolve() if runner_app else None, runner_timeout=v["runner_timeout"],
@@ -195,12 +198,56 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                                for c in settings.accuracy_cells()])
 
 
-@pytest.fixture(scope="session")
-def bench_session(request: pytest.FixtureRequest) -> BenchSession:
-    config = request.config
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The runtime-overhead cells (the native runner against LiteRT's in-process loop) run when -m names them."""
+    if "overhead" in (config.option.markexpr or ""):
+        return
+    overhead = [item for item in items if item.get_closest_marker("overhead")]
+    if overhead:
+        config.hook.pytest_deselected(items=overhead)
+        items[:] = [item for item in items if not item.get_closest_marker("overhead")]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Convert what the selected cells need before the first is measured, one conversion per core."""
+    config = session.config
+    if config.option.collectonly or SETTINGS not in config.stash:
+        return
+    params = [item.callspec.params for item in session.items if hasattr(item, "callspec")]
+    cells = [p["cell"] for p in params if "cell" in p]
+    accuracy_cells = [p["accuracy_cell"] for p in params if "accuracy_cell" in p]
+    if cells or accuracy_cells:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        quiet = reporter is None or config.get_verbosity() < 0  # -q: conversions say nothing unless they fail
+        log = _TerminalLines(None if quiet else reporter)
+        _bench_session(config).prepare(cells, accuracy_cells, jobs=len(os.sched_getaffinity(0)), log=log)
+
+
+class _TerminalLines(io.TextIOBase):
+    """A text stream that hands whole lines to pytest's terminal reporter (conversion progress: one line per
+    phase, as a CI log wants them); with no reporter it keeps them to itself."""
+
+    def __init__(self, reporter) -> None:
+        self.reporter, self._partial, self._lock = reporter, "", threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:  # conversions run in threads, one per core
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                if self.reporter is not None:
+                    self.reporter.write_line(line)
+        return len(text)
+
+
+def _bench_session(config: pytest.Config) -> BenchSession:
     if SESSION not in config.stash:
         config.stash[SESSION] = BenchSession(config.stash[SETTINGS], argv=list(config.invocation_params.args))
     return config.stash[SESSION]
+
+
+@pytest.fixture(scope="session")
+def bench_session(request: pytest.FixtureRequest) -> BenchSession:
+    return _bench_session(request.config)
 
 
 @pytest.fixture

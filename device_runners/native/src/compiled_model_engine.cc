@@ -137,7 +137,7 @@ struct HostTensor {
 
 class CompiledModelEngine : public Engine {
  public:
-  CompiledModelEngine(const std::string& path, int threads);
+  CompiledModelEngine(const std::string& path, const EngineOptions& options);
 
   const ModelInfo& info() const override { return info_; }
   void ResetKvCache() override;
@@ -145,7 +145,7 @@ class CompiledModelEngine : public Engine {
   const float* Decode(int32_t token, int32_t position) override;
 
  private:
-  void Compile(int threads);
+  void Compile(const EngineOptions& engine_options);
   // Allocates a tensor of `type` sized by the runtime's requirement `bytes`;
   // `what` names it in errors.
   HostTensor MakeHostTensor(const RankedType& type, size_t bytes,
@@ -178,7 +178,7 @@ class CompiledModelEngine : public Engine {
 };
 
 CompiledModelEngine::CompiledModelEngine(const std::string& path,
-                                         int threads) {
+                                         const EngineOptions& options) {
   LiteRtEnvironment env = nullptr;
   Check(LiteRtCreateEnvironment(0, nullptr, &env), "LiteRtCreateEnvironment");
   env_.reset(env);
@@ -210,7 +210,7 @@ CompiledModelEngine::CompiledModelEngine(const std::string& path,
   info_ = CheckSignatureNames(path, prefill_.inputs, prefill_.outputs,
                               decode_.inputs, decode_.outputs);
 
-  Compile(threads);
+  Compile(options);
 
   // One buffer per KV tensor, shaped and sized from the prefill input; the
   // decode input of the same name must need the same bytes.
@@ -256,7 +256,7 @@ CompiledModelEngine::CompiledModelEngine(const std::string& path,
   }
 }
 
-void CompiledModelEngine::Compile(int threads) {
+void CompiledModelEngine::Compile(const EngineOptions& engine_options) {
   LiteRtOptions options = nullptr;
   Check(LiteRtCreateOptions(&options), "LiteRtCreateOptions");
   options_.reset(options);
@@ -266,7 +266,21 @@ void CompiledModelEngine::Compile(int threads) {
   LrtCpuOptions* cpu = nullptr;
   Check(LrtCreateCpuOptions(&cpu), "LrtCreateCpuOptions");
   const CpuOptionsPtr cpu_owner(cpu);
-  Check(LrtSetCpuOptionsNumThread(cpu, threads), "LrtSetCpuOptionsNumThread");
+  Check(LrtSetCpuOptionsNumThread(cpu, engine_options.threads),
+        "LrtSetCpuOptionsNumThread");
+  if (!engine_options.weight_cache.empty()) {
+    Check(LrtSetCpuOptionsXnnPackWeightCachePath(
+              cpu, engine_options.weight_cache.c_str()),
+          "LrtSetCpuOptionsXnnPackWeightCachePath");
+  }
+  if (engine_options.fp16_arithmetic) {
+    // The setter replaces the accelerator's flags, which start as the
+    // delegate's defaults: keep those and add FP16.
+    Check(LrtSetCpuOptionsXNNPackFlags(
+              cpu, CheckedXnnpackDefaults().flags |
+                       TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16),
+          "LrtSetCpuOptionsXNNPackFlags");
+  }
   const char* identifier = nullptr;
   void* payload = nullptr;
   void (*payload_deleter)(void*) = nullptr;
@@ -398,13 +412,14 @@ const float* CompiledModelEngine::Decode(int32_t token, int32_t position) {
 }  // namespace
 
 std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string& path,
-                                                  int threads) {
-  return std::make_unique<CompiledModelEngine>(path, threads);
+                                                  const EngineOptions& options) {
+  return std::make_unique<CompiledModelEngine>(path, options);
 }
 
 #else  // !LLM_RUNNER_HAS_COMPILED_MODEL: the iOS app (see engine.h)
 
-std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string&, int) {
+std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string&,
+                                                  const EngineOptions&) {
   throw RunnerError(kExitUsage,
                     "--api compiled_model is not in this build: it links the "
                     "TFLite C API (TensorFlowLiteC), which has no CompiledModel; "

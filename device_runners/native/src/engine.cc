@@ -5,6 +5,8 @@
 #include <cstring>
 #include <utility>
 
+#include "litert_c_api.h"
+
 namespace llm_runner {
 
 const char kTokensName[] = "tokens";
@@ -18,6 +20,19 @@ void FailModel(const std::string& path, const std::string& reason) {
 
 void FailRuntime(const std::string& what) {
   throw RunnerError(kExitRuntime, what);
+}
+
+TfLiteXNNPackDelegateOptions CheckedXnnpackDefaults() {
+  TfLiteXNNPackDelegateOptions options = TfLiteXNNPackDelegateOptionsDefault();
+  // The defaults zero every field but this one (xnnpack_delegate.cc), so a
+  // -1 here, 40 bytes in, says the fields before it sit where we write them.
+  if (options.weight_cache_file_descriptor != -1 ||
+      options.weight_cache_file_path != nullptr) {
+    FailRuntime("TfLiteXNNPackDelegateOptionsDefault() does not read as "
+                "TFLite 2.23's TfLiteXNNPackDelegateOptions (litert_c_api.h); "
+                "this runtime's XNNPACK options cannot be set");
+  }
+  return options;
 }
 
 namespace {

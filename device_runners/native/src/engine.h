@@ -28,6 +28,8 @@
 #endif
 #endif
 
+struct TfLiteXNNPackDelegateOptions;  // litert_c_api.h
+
 namespace llm_runner {
 
 enum ExitCode { kExitOk = 0, kExitUsage = 2, kExitModel = 3, kExitRuntime = 4 };
@@ -72,11 +74,27 @@ class Engine {
   virtual const float* Decode(int32_t token, int32_t position) = 0;
 };
 
+// How an engine sets up XNNPACK; both engines honour every field.
+struct EngineOptions {
+  int threads = 4;
+  // XNNPACK's weight cache file; empty: none, every load packs the weights
+  // in memory. XNNPACK loads a finished cache from it, or else packs the
+  // weights and writes them there (llm_runner.cc checks which happened).
+  std::string weight_cache;
+  // XNNPACK's FORCE_FP16 flag: fp32 operators computed in fp16.
+  bool fp16_arithmetic = false;
+};
+
 // Fails with kExitUsage where !LLM_RUNNER_HAS_COMPILED_MODEL.
 std::unique_ptr<Engine> CreateCompiledModelEngine(const std::string& path,
-                                                  int threads);
+                                                  const EngineOptions& options);
 std::unique_ptr<Engine> CreateInterpreterEngine(const std::string& path,
-                                                int threads);
+                                                const EngineOptions& options);
+
+// TfLiteXNNPackDelegateOptionsDefault(), checked to read as litert_c_api.h
+// lays the struct out (FailRuntime otherwise): both engines take XNNPACK's
+// default flags from it.
+::TfLiteXNNPackDelegateOptions CheckedXnnpackDefaults();
 
 // Bytes of the model's constant buffers (the weights at their stored
 // precision), each buffer counted once although prefill and decode share

@@ -52,7 +52,7 @@ struct KvTensors {
 
 class InterpreterEngine : public Engine {
  public:
-  InterpreterEngine(const std::string& path, int threads);
+  InterpreterEngine(const std::string& path, const EngineOptions& options);
 
   const ModelInfo& info() const override { return info_; }
   void ResetKvCache() override;
@@ -66,7 +66,9 @@ class InterpreterEngine : public Engine {
                              TfLiteType type);
 
   // Destroyed in reverse: runners, interpreter, options, then the delegate,
-  // which must outlive the interpreter, and the model.
+  // which must outlive the interpreter, the model, and the cache path the
+  // delegate's options point at.
+  std::string weight_cache_;
   Owned<TfLiteModel*, TfLiteModelDelete> model_;
   Owned<TfLiteOpaqueDelegate*, TfLiteXNNPackDelegateDelete> delegate_;
   Owned<TfLiteInterpreterOptions*, TfLiteInterpreterOptionsDelete> options_;
@@ -85,13 +87,26 @@ class InterpreterEngine : public Engine {
   bool prefill_kv_current_ = false;
 };
 
-InterpreterEngine::InterpreterEngine(const std::string& path, int threads) {
+InterpreterEngine::InterpreterEngine(const std::string& path,
+                                     const EngineOptions& options)
+    : weight_cache_(options.weight_cache) {
+  const int threads = options.threads;
   model_.reset(TfLiteModelCreateFromFile(path.c_str()));
   if (!model_) {
     FailModel(path, "TfLiteModelCreateFromFile failed (not a valid model)");
   }
-  TfLiteXNNPackDelegateOptions xnnpack = TfLiteXNNPackDelegateOptionsDefault();
+  // A plain run touches num_threads alone, the one field every release has
+  // at offset 0; the other fields need the checked layout.
+  const bool more = !weight_cache_.empty() || options.fp16_arithmetic;
+  TfLiteXNNPackDelegateOptions xnnpack =
+      more ? CheckedXnnpackDefaults() : TfLiteXNNPackDelegateOptionsDefault();
   xnnpack.num_threads = threads;
+  if (!weight_cache_.empty()) {
+    xnnpack.weight_cache_file_path = weight_cache_.c_str();
+  }
+  if (options.fp16_arithmetic) {
+    xnnpack.flags |= TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16;
+  }
   delegate_.reset(TfLiteXNNPackDelegateCreate(&xnnpack));
   if (!delegate_) FailRuntime("TfLiteXNNPackDelegateCreate failed");
   options_.reset(TfLiteInterpreterOptionsCreate());
@@ -243,8 +258,8 @@ const float* InterpreterEngine::Decode(int32_t token, int32_t position) {
 }  // namespace
 
 std::unique_ptr<Engine> CreateInterpreterEngine(const std::string& path,
-                                                int threads) {
-  return std::make_unique<InterpreterEngine>(path, threads);
+                                                const EngineOptions& options) {
+  return std::make_unique<InterpreterEngine>(path, options);
 }
 
 }  // namespace llm_runner

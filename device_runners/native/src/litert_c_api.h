@@ -13,12 +13,14 @@
 //  - LiteRtCreateModelFromFile does not verify the flatbuffer: a truncated
 //    file crashes it (SIGSEGV in litert::internal::LoadModelFromFile), so
 //    the runner verifies files with the TFLite loader first.
-//  - Structs whose layout changes between releases stay opaque here: see
-//    LiteRtRankedTensorType and TfLiteXNNPackDelegateOptions below.
+//  - Structs whose layout changes between releases stay opaque here or are
+//    checked at run time: see LiteRtRankedTensorType and
+//    TfLiteXNNPackDelegateOptions below.
 #ifndef LLM_RUNNER_LITERT_C_API_H_
 #define LLM_RUNNER_LITERT_C_API_H_
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -156,6 +158,17 @@ LiteRtStatus LrtCreateCpuOptions(LrtCpuOptions** options);
 void LrtDestroyCpuOptions(LrtCpuOptions* options);
 LiteRtStatus LrtSetCpuOptionsNumThread(LrtCpuOptions* options,
                                        int num_threads);
+// Replaces the XNNPACK delegate's flags (TfLiteXNNPackDelegateOptions.flags)
+// as a whole: callers start from TfLiteXNNPackDelegateOptionsDefault().flags,
+// which is what the accelerator uses when this is never called.
+LiteRtStatus LrtSetCpuOptionsXNNPackFlags(LrtCpuOptions* options,
+                                          uint32_t flags);
+// XNNPACK's weight cache file (TfLiteXNNPackDelegateOptions.
+// weight_cache_file_path); the string is copied. It travels to the
+// accelerator inside a TOML line, unescaped: a path holding '"' or a line
+// break would reach XNNPACK as another path, so the runner refuses those.
+LiteRtStatus LrtSetCpuOptionsXnnPackWeightCachePath(LrtCpuOptions* options,
+                                                    const char* path);
 LiteRtStatus LrtGetOpaqueCpuOptionsData(const LrtCpuOptions* options,
                                         const char** identifier,
                                         void** payload,
@@ -253,13 +266,32 @@ int32_t TfLiteTensorDim(const TfLiteTensor* tensor, int32_t dim_index);
 size_t TfLiteTensorByteSize(const TfLiteTensor* tensor);
 void* TfLiteTensorData(const TfLiteTensor* tensor);
 
-// Only num_threads (offset 0 in every release) is touched. The real struct is
-// 64 bytes in 2.23 and has grown over time; it is returned through a hidden
-// pointer (sret) on x86-64 and arm64 alike, so declaring it larger than the
-// library's version keeps the callee's writes inside our storage.
+// Force FP16 inference for FP32 operators (xnnpack_delegate.h).
+#define TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16 0x00000004
+
+struct TfLiteXNNPackDelegateWeightsCache;
+
+// The fields of TFLite 2.23's struct (64 bytes; LiteRT 2.2.0's, which the iOS
+// framework is built from, has the same ones). The runner sets num_threads,
+// flags and weight_cache_file_path and leaves the rest at the library's
+// defaults; where it touches more than num_threads it first checks that the
+// defaults read as this layout says (weight_cache_file_descriptor == -1,
+// interpreter_engine.cc). The struct has grown over time and is returned
+// through a hidden pointer (sret) on x86-64 and arm64 alike, so the reserved
+// tail keeps a larger future version's writes inside our storage.
 typedef struct TfLiteXNNPackDelegateOptions {
   int32_t num_threads;
-  uint64_t reserved[31];  // 256 bytes in all, 8-byte aligned like the original
+  uint32_t runtime_flags;
+  uint32_t flags;  // TFLITE_XNNPACK_DELEGATE_FLAG_*
+  struct TfLiteXNNPackDelegateWeightsCache* weights_cache;
+  bool handle_variable_ops;
+  // Read when weights_cache is NULL: a finished cache there is loaded, else
+  // the weights are packed and written there (XNNPACK's LoadOrStartBuild).
+  const char* weight_cache_file_path;
+  int weight_cache_file_descriptor;  // -1: none
+  void* weight_cache_provider;
+  bool weight_cache_lock_memory;
+  uint64_t reserved[24];  // 256 bytes in all, 8-byte aligned like the original
 } TfLiteXNNPackDelegateOptions;
 
 TfLiteXNNPackDelegateOptions TfLiteXNNPackDelegateOptionsDefault(void);

@@ -4,11 +4,18 @@
 //
 // Exit codes: 0 ok, 2 usage error, 3 model file missing/unreadable/corrupt,
 // 4 runtime failure.
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #if defined(__APPLE__)
 #include <mach/mach.h>
+#include <sys/sysctl.h>
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
+#elif defined(__x86_64__)
+#include <cpuid.h>
 #endif
 
 #include <algorithm>
@@ -62,6 +69,7 @@ constexpr char kUsage[] =
     "                  [--prompt-tokens T1,T2,...] [--depth N]\n"
     "                  [--bandwidth-probe-mb N] [--no-warm-init]\n"
     "                  [--top-k N] [--follow-tokens T1,T2,...]\n"
+    "                  [--weight-cache PATH] [--fp16-arithmetic]\n"
     "  --model PATH          .tflite with 'prefill' and 'decode' signatures\n"
     "  --prefill N           prompt length; must equal the prefill signature's\n"
     "                        length (default: that length)\n"
@@ -89,6 +97,23 @@ constexpr char kUsage[] =
     "                        own greedy token (teacher forcing), so that two\n"
     "                        devices stay on one path after a near tie;\n"
     "                        `tokens` still records each step's own argmax\n"
+    "  --weight-cache PATH   XNNPACK's weight cache file, as apps ship it: a\n"
+    "                        finished cache there is read instead of packing\n"
+    "                        the weights (weight_cache \"warm\"); otherwise the\n"
+    "                        first load packs them and writes it (\"cold\": its\n"
+    "                        init_ms includes that). init_warm_ms reads it in\n"
+    "                        either case. The file's folder must exist.\n"
+    "                        It must be this model's: XNNPACK matches weights\n"
+    "                        by their place in the file, not their values, so\n"
+    "                        another model's cache can give wrong results;\n"
+    "                        name it by the model's content (the harness uses\n"
+    "                        its sha256).\n"
+    "                        Without it (weight_cache \"off\"), every load packs\n"
+    "                        the weights in memory\n"
+    "  --fp16-arithmetic     compute fp32 operators in fp16 (XNNPACK's\n"
+    "                        FORCE_FP16) where the CPU has fp16 arithmetic\n"
+    "                        (ARMv8.2 FP16, AVX512-FP16); fp16_arithmetic says\n"
+    "                        whether it did\n"
     "  --help                print this help\n";
 
 // The defaults are the harness's (its Workload), so that a bare run measures
@@ -107,6 +132,8 @@ struct Args {
   bool warm_init = true;
   int top_k = 0;
   std::vector<int32_t> follow_tokens;
+  std::string weight_cache;  // empty: none
+  bool fp16_arithmetic = false;
 };
 
 // main() prints the usage text before the message (see there).
@@ -138,6 +165,55 @@ std::vector<int32_t> ParseTokenList(const std::string& flag,
   return tokens;
 }
 
+// A usable --weight-cache path: an existing regular file this process can
+// open for reading and writing, or a new name in an existing folder it may
+// write to. XNNPACK itself only logs a path it cannot open and runs without a
+// cache (measuring something other than what was asked for), and aborts the
+// process when a write into the cache fails.
+void CheckWeightCachePath(const std::string& path) {
+  const std::string flag = "--weight-cache '" + path + "'";
+  if (path.empty()) FailUsage("--weight-cache needs a file path");
+  for (const char c : path) {
+    // LiteRT hands the path to its CPU accelerator in an unescaped TOML line.
+    if (c == '"' || static_cast<unsigned char>(c) < 0x20) {
+      FailUsage(flag + ": the path may hold no '\"' and no control character");
+    }
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      FailUsage(flag + " is a folder; give the cache file's path (created "
+                "when absent)");
+    }
+    if (!S_ISREG(st.st_mode)) FailUsage(flag + " is not a regular file");
+    // Opened, not access()ed: root passes access() for any file, and a file
+    // such as /proc/version then aborts XNNPACK's first write.
+    const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      FailUsage(flag + " cannot be read and written: " + std::strerror(errno));
+    }
+    close(fd);
+    return;
+  }
+  if (errno != ENOENT && errno != ENOTDIR) {
+    FailUsage(flag + ": " + std::strerror(errno));
+  }
+  const size_t slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "."
+                             : slash == 0               ? "/"
+                                                        : path.substr(0, slash);
+  if (stat(folder.c_str(), &st) != 0) {
+    FailUsage(flag + ": its folder '" + folder + "' does not exist");
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    FailUsage(flag + ": '" + folder + "' is not a folder");
+  }
+  if (access(folder.c_str(), W_OK | X_OK) != 0) {
+    FailUsage(flag + ": cannot create the file in '" + folder +
+              "': " + std::strerror(errno));
+  }
+}
+
 Args ParseArgs(int argc, char** argv) {
   Args args;
   for (int i = 1; i < argc; ++i) {
@@ -146,8 +222,12 @@ Args ParseArgs(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       std::exit(kExitOk);
     }
-    if (flag == "--no-warm-init") {  // the one flag without a value
+    if (flag == "--no-warm-init") {  // the flags without a value
       args.warm_init = false;
+      continue;
+    }
+    if (flag == "--fp16-arithmetic") {
+      args.fp16_arithmetic = true;
       continue;
     }
     std::string value;
@@ -193,8 +273,11 @@ Args ParseArgs(int argc, char** argv) {
       args.depth = ParseInt(flag, value, 0);
     } else if (flag == "--bandwidth-probe-mb") {
       args.bandwidth_probe_mb = ParseInt(flag, value, 0);
-    } else if (flag == "--no-warm-init") {
-      FailUsage("--no-warm-init takes no value");
+    } else if (flag == "--weight-cache") {
+      CheckWeightCachePath(value);
+      args.weight_cache = value;
+    } else if (flag == "--no-warm-init" || flag == "--fp16-arithmetic") {
+      FailUsage(flag + " takes no value");
     } else {
       FailUsage("unknown flag '" + flag + "'");
     }
@@ -428,15 +511,157 @@ int64_t MaxRssKb(const struct rusage& usage) {
 #endif
 }
 
+// Whether this CPU computes in fp16 natively: XNNPACK's FORCE_FP16 is for
+// such CPUs, and the runner asks for it nowhere else. (On this harness's
+// exports it fails anyway, on any CPU: harness/measure/bench.py,
+// Workload.fp16_arithmetic.)
+#if defined(__APPLE__) && defined(__aarch64__)
+bool CpuHasFp16Arithmetic() {
+  // FEAT_FP16 since iOS 15 / macOS 12, neon_fp16 before.
+  for (const char* name : {"hw.optional.arm.FEAT_FP16", "hw.optional.neon_fp16"}) {
+    int value = 0;
+    size_t size = sizeof(value);
+    if (sysctlbyname(name, &value, &size, nullptr, 0) == 0) return value != 0;
+  }
+  return false;
+}
+#elif defined(__aarch64__)
+// Linux and Android: HWCAP_ASIMDHP (asm/hwcap.h), ARMv8.2's half-precision
+// vector arithmetic.
+bool CpuHasFp16Arithmetic() { return (getauxval(AT_HWCAP) & (1UL << 10)) != 0; }
+#elif defined(__x86_64__)
+// AVX512-FP16 (CPUID.(EAX=7,ECX=0):EDX[23]), usable only where the OS saves
+// the AVX-512 registers (OSXSAVE, then XCR0's opmask, ZMM and SSE/AVX bits).
+bool CpuHasFp16Arithmetic() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 23))) return false;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;
+  unsigned xcr0 = 0, xcr0_high = 0;
+  __asm__("xgetbv" : "=a"(xcr0), "=d"(xcr0_high) : "c"(0));
+  return (xcr0 & 0xe6) == 0xe6;
+}
+#else
+bool CpuHasFp16Arithmetic() { return false; }
+#endif
+
+EngineOptions EngineOptionsFor(const Args& args) {
+  EngineOptions options;
+  options.threads = args.threads;
+  options.weight_cache = args.weight_cache;
+  options.fp16_arithmetic = args.fp16_arithmetic && CpuHasFp16Arithmetic();
+  return options;
+}
+
 // Model load + compile + buffer setup; returns the engine and its seconds.
-std::unique_ptr<Engine> InitEngine(const Args& args, double* seconds) {
+std::unique_ptr<Engine> InitEngine(const Args& args,
+                                   const EngineOptions& options,
+                                   double* seconds) {
   const Clock::time_point start = Clock::now();
   std::unique_ptr<Engine> engine =
-      args.api == "interpreter"
-          ? CreateInterpreterEngine(args.model, args.threads)
-          : CreateCompiledModelEngine(args.model, args.threads);
+      args.api == "interpreter" ? CreateInterpreterEngine(args.model, options)
+                                : CreateCompiledModelEngine(args.model, options);
   *seconds = Seconds(start, Clock::now());
   return engine;
+}
+
+// Which file is at a path and when it was last written: a load that rewrote
+// the weight cache changes its mtime (and usually its size), one that read
+// it changes nothing.
+struct FileStamp {
+  bool exists = false;
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = 0;
+  int64_t mtime_ns = 0;
+
+  bool operator==(const FileStamp& o) const {
+    return exists == o.exists && device == o.device && inode == o.inode &&
+           size == o.size && mtime_ns == o.mtime_ns;
+  }
+};
+
+FileStamp StampOf(const std::string& path) {
+  FileStamp stamp;
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return stamp;
+#if defined(__APPLE__)
+  const struct timespec& mtime = st.st_mtimespec;
+#else
+  const struct timespec& mtime = st.st_mtim;
+#endif
+  stamp.exists = true;
+  stamp.device = st.st_dev;
+  stamp.inode = st.st_ino;
+  stamp.size = st.st_size;
+  stamp.mtime_ns = static_cast<int64_t>(mtime.tv_sec) * 1000000000 + mtime.tv_nsec;
+  return stamp;
+}
+
+// XNNPACK's cache file header (tflite/delegates/xnnpack/weight_cache.h,
+// XNNPackCacheHeader), read only to tell what a load did: version 0 until
+// the build writes the header last, the buffer list that ends the file, and
+// a stale flag. (XNNPACK sets that flag only through a file descriptor it
+// holds, i.e. never for a cache it loaded by path: a loaded cache that lacks
+// some of the model's weights is used as it is, the missing ones packed in
+// memory, and nothing on disk shows it.)
+struct CacheHeader {
+  uint64_t version = 0;
+  uint64_t buffer_list_offset = 0;
+  uint64_t buffer_list_size = 0;
+  uint8_t stale = 0;
+};
+
+std::optional<CacheHeader> ReadCacheHeader(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return std::nullopt;
+  unsigned char bytes[25];
+  const bool read = std::fread(bytes, 1, sizeof(bytes), file) == sizeof(bytes);
+  std::fclose(file);
+  if (!read) return std::nullopt;
+  CacheHeader header;
+  std::memcpy(&header.version, bytes, 8);
+  std::memcpy(&header.buffer_list_offset, bytes + 8, 8);
+  std::memcpy(&header.buffer_list_size, bytes + 16, 8);
+  header.stale = bytes[24];
+  return header;
+}
+
+// A cache XNNPACK finished writing and would load (its own check also
+// verifies the buffer list and the kernels' fingerprints).
+bool CacheFinished(const std::string& path, const FileStamp& stamp) {
+  const std::optional<CacheHeader> header = ReadCacheHeader(path);
+  return header && header->version != 0 && header->stale == 0 &&
+         header->buffer_list_offset + header->buffer_list_size ==
+             static_cast<uint64_t>(stamp.size);
+}
+
+// What the first load did with the weight cache, from the file before and
+// after it: "warm" when it read a cache and left it as it was, "cold" when
+// it packed the weights and wrote one. XNNPACK rebuilds a file it cannot use
+// (unfinished, stale, another XNNPACK's or CPU's kernels) rather than fail,
+// and only logs a file it cannot write and runs without a cache: the first
+// is reported as cold, the second fails the run.
+std::string WeightCacheState(const std::string& path, const FileStamp& before) {
+  const FileStamp after = StampOf(path);
+  if (after.exists && before.exists && after == before) {
+    // A file XNNPACK could neither use nor rewrite would also be unchanged.
+    if (!CacheFinished(path, after)) {
+      FailRuntime("XNNPACK could not use or rewrite the weight cache '" + path +
+                  "' (its log above says why)");
+    }
+    return "warm";
+  }
+  if (!after.exists || !CacheFinished(path, after)) {
+    FailRuntime("XNNPACK did not write a weight cache to '" + path +
+                "' (its log above says why; a full disk?)");
+  }
+  if (before.exists) {
+    std::fprintf(stderr,
+                 "note: the weight cache '%s' was not usable (unfinished, "
+                 "stale or built by other kernels); XNNPACK rebuilt it\n",
+                 path.c_str());
+  }
+  return "cold";
 }
 
 // The report's fields that the flags decide, before anything is measured.
@@ -479,16 +704,24 @@ int Main(int argc, char** argv) {
         kProbePasses);
   }
 
-  // Cold init: the first load in this process.
-  std::unique_ptr<Engine> engine = InitEngine(args, &report.init_s);
+  const EngineOptions options = EngineOptionsFor(args);
+  report.fp16_arithmetic = options.fp16_arithmetic;
+  const bool cached = !args.weight_cache.empty();
+  const FileStamp cache_before = cached ? StampOf(args.weight_cache) : FileStamp();
+
+  // Cold init: the first load in this process. With a weight cache it is
+  // also the load that finds the cache there or not (report.h).
+  std::unique_ptr<Engine> engine = InitEngine(args, options, &report.init_s);
+  if (cached) report.weight_cache = WeightCacheState(args.weight_cache, cache_before);
   const std::vector<int32_t> prompt = PromptTokens(args, engine->info());
   // Warm init: the file is in the page cache and the allocator and runtime
-  // are warm, as for an app that reloads its model. The first instance goes
+  // are warm, as for an app that reloads its model; with a weight cache, it
+  // reads the cache the first load found or wrote. The first instance goes
   // before the second is built, or both would be resident at once.
   if (args.warm_init) {
     engine.reset();
     double init_warm_s = 0;
-    engine = InitEngine(args, &init_warm_s);
+    engine = InitEngine(args, options, &init_warm_s);
     report.init_warm_s = init_warm_s;
   }
   SetModelInfo(engine->info(), &report);
@@ -509,6 +742,9 @@ int Main(int argc, char** argv) {
   // a second time for the count is not part of the benchmark, and doing it
   // before the cold init would warm that init.
   engine.reset();
+  if (cached) {
+    report.weight_cache_bytes = static_cast<int64_t>(StampOf(args.weight_cache).size);
+  }
   const size_t weight_bytes = CountWeightBytes(args.model);
   if (weight_bytes > 0) report.weight_bytes = static_cast<int64_t>(weight_bytes);
 

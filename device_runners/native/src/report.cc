@@ -104,6 +104,9 @@ std::string ToJson(const RunnerReport& report) {
     json.NullField("bandwidth");
   }
   json.Field("xnnpack", report.xnnpack);
+  json.Field("fp16_arithmetic", report.fp16_arithmetic);
+  json.Field("weight_cache", report.weight_cache);
+  IntOrNull(json, "weight_cache_bytes", report.weight_cache_bytes);
   return json.Finish();
 }
 

@@ -57,7 +57,10 @@ struct RunnerReport {
   std::optional<int64_t> weight_bytes;  // absent: the model walk failed
   int warmup = 0;
 
-  // The measurements, in seconds where timed.
+  // The measurements, in seconds where timed. With a weight cache, init_s
+  // is the first load in the process as weight_cache says it went (cold: it
+  // packed the weights and wrote the cache; warm: it read them from the
+  // cache), and init_warm_s always reads the cache the first load left.
   double init_s = 0;                   // cold: the first load in the process
   std::optional<double> init_warm_s;   // absent: --no-warm-init
   std::vector<Sample> samples;         // measured repetitions, in run order
@@ -72,6 +75,15 @@ struct RunnerReport {
   std::optional<int64_t> vmhwm_kb;
   std::optional<Bandwidth> bandwidth;  // absent: --bandwidth-probe-mb 0
   bool xnnpack = false;                // the engine runs on XNNPACK kernels
+  // XNNPACK computed fp32 operators in fp16 (its FORCE_FP16 flag): asked
+  // for with --fp16-arithmetic and the CPU has fp16 arithmetic.
+  bool fp16_arithmetic = false;
+  // XNNPACK's weight cache file (--weight-cache) at the first load: "off"
+  // (none), "cold" (absent or unusable: that load packed the weights and
+  // wrote it) or "warm" (a finished cache that load read and left as it
+  // was).
+  std::string weight_cache = "off";
+  std::optional<int64_t> weight_cache_bytes;  // its size at the end; absent: off
 };
 
 // The report as one line of JSON, without a trailing newline.
