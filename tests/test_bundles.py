@@ -102,6 +102,21 @@ def test_text_with_tokens_fills_a_prefill_signature_exactly(tokenizer_model):
         assert len(sp.encode(tok.text_with_tokens(tokenizer_model, n))) == n
 
 
+def test_a_full_size_vocabulary_is_trained_pieces_then_padding(tmp_path):
+    """The generated corpus trains about 8k pieces; a 32k model's tokenizer pads the rest with user-defined
+    pieces, so every id the model emits detokenizes (LiteRT-LM's engine refuses an id past the vocabulary)."""
+    import sentencepiece as spm
+
+    model = tok.train(tok.TokenizerSpec(vocab_size=32000), tmp_path / "t.model")
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    assert sp.vocab_size() == 32000
+    assert sp.id_to_piece(31999) == "<extra_31999>" and sp.is_control(31999) is False
+    trained = sp.id_to_piece(tok.TRAINABLE_VOCAB - 1)
+    assert not trained.startswith("<extra_")  # the trained pieces come first, as trained
+    assert sp.decode(sp.encode("the quiet river")) == "the quiet river"
+    assert max(sp.encode("the quiet river")) < tok.TRAINABLE_VOCAB  # text never reaches the padding
+
+
 # ---------------------------------------------------------------------------------------------------- the export
 
 

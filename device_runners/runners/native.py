@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -110,7 +111,12 @@ def build_runner(target: str = "host", cache_dir: Path | None = None) -> RunnerB
     out = cache / f"{target}-{_build_key(target, lib, cmake_args, toolchain_files)[:16]}"
     binary = out / "llm_runner"
     if not binary.is_file():
+        # About a minute on 2 cores: a line before and after, as for conversions.
+        print(f"building the {target} runner (cmake, {os.cpu_count() or 1} jobs) ...", file=sys.stderr, flush=True)
+        start = time.monotonic()
         _cmake_build(out, lib, cmake_args)
+        print(f"built the {target} runner in {time.monotonic() - start:.1f} s → {binary}", file=sys.stderr,
+              flush=True)
     return RunnerBuild(binary, lib, target)
 
 

@@ -4,11 +4,13 @@ runs an argv under a device-side timeout, and reports facts about the device. Ad
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import itertools
 import posixpath
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +178,20 @@ class Transport(abc.ABC):
 
     def _cleanup(self) -> None:  # noqa: B027 - optional hook: transports with remote state clean up here
         pass
+
+
+@contextlib.contextmanager
+def push_progress(name: str, size: int, device: str, min_bytes: int = 16 << 20) -> Iterator[None]:
+    """A line before and after a push that takes a while (a model: hundreds of MB over USB), with its rate."""
+    if size < min_bytes:
+        yield
+        return
+    print(f"pushing {name} ({size / 2**20:.0f} MiB) to {device} ...", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    yield
+    seconds = time.monotonic() - start
+    print(f"pushed {name} to {device} in {seconds:.1f} s ({size / 1e6 / max(seconds, 1e-6):.0f} MB/s)",
+          file=sys.stderr, flush=True)
 
 
 def cpu_mask(cpus: Sequence[int]) -> str:

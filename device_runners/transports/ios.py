@@ -61,7 +61,7 @@ from pymobiledevice3.exceptions import (
 
 from device_runners.transports import ios_contract as contract
 from device_runners.transports import ios_link as ops  # what is done on the device, one coroutine each
-from device_runners.transports.base import DeviceFacts, Job, RunResult, Transport
+from device_runners.transports.base import DeviceFacts, Job, RunResult, Transport, push_progress
 from device_runners.transports.event_loop import EventLoopThread
 from device_runners.transports.ios_attached import attached_udids
 from device_runners.transports.ios_link import DEVICE_ERRORS, PAIR_TIMEOUT_S, describe, no_usbmuxd
@@ -231,7 +231,8 @@ class IosTransport(Transport):
         # The name says the content: a file of that name and size is that file (a cut-off push never gets the
         # name: it is written as .part and renamed once its size checks).
         if self._call(f"looking for {target}", lambda link: ops.size_of(link, target)) != size:
-            self._push(local, target, size)
+            with push_progress(local.name, size, self.name):
+                self._push(local, target, size)
         self._sha256[target] = digest
         return target
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from device_runners.transports.base import push_progress
 from device_runners.transports.remote_runs import run_folder_name, stop_runs
 from harness.common.files import local_sha256
 
@@ -84,7 +85,8 @@ class RemoteFiles:
         present = self._remote_sha256(targets, used=folder)
         for path, digest, target in zip(paths, digests, targets, strict=True):
             if present.get(target) != digest:
-                self._push(path, target, digest)
+                with push_progress(path.name, path.stat().st_size, self.name):
+                    self._push(path, target, digest)
             self._sha256[target] = digest
         return targets
 

@@ -24,6 +24,8 @@ from harness.common.files import cache_root
 
 # Llama's convention; LiteRT-LM and MediaPipe read bos/eos from the bundle's metadata, not from these ids.
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
+# The most pieces SentencePiece trains from the generated corpus (it stops near 8.8k); the rest are padding.
+TRAINABLE_VOCAB = 8000
 # Bump when the corpus generator or the trainer arguments below change what is trained.
 TOKENIZER_REVISION = 1
 
@@ -105,7 +107,7 @@ def train(spec: TokenizerSpec, out: Path) -> Path:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(text.splitlines()),
         model_writer=model,
-        vocab_size=spec.vocab_size,
+        vocab_size=min(spec.vocab_size, TRAINABLE_VOCAB),
         model_type=spec.model_type,
         # Single-threaded and no sampling of the input: the same corpus gives the same bytes.
         num_threads=1,
@@ -121,9 +123,25 @@ def train(spec: TokenizerSpec, out: Path) -> Path:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".partial")
-    tmp.write_bytes(model.getvalue())
+    tmp.write_bytes(_padded(model.getvalue(), spec.vocab_size))
     os.replace(tmp, out)  # atomic: a concurrent reader sees all of it or nothing
     return out
+
+
+def _padded(model: bytes, vocab_size: int) -> bytes:
+    """The trained model with USER_DEFINED pieces `<extra_N>` appended up to `vocab_size`: the generated corpus
+    trains at most TRAINABLE_VOCAB pieces, and full-size models emit ids up to 32k-256k, every one of which
+    LiteRT-LM's engine must be able to detokenize."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    if len(proto.pieces) >= vocab_size:
+        return model
+    for n in range(len(proto.pieces), vocab_size):
+        proto.pieces.add(piece=f"<extra_{n}>", score=0.0,
+                         type=sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED)
+    return proto.SerializeToString()
 
 
 def cache_key(spec: TokenizerSpec) -> str:

@@ -6,6 +6,7 @@ moment it is measured, judges it once (harness/gate/verdicts.py) and leaves repo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 
@@ -106,8 +107,17 @@ class BenchSession:
         """Convert what the cells need before the first is measured, `jobs` conversions at a time: conversion
         is mostly single-threaded Python, so on 2 cores two at once nearly halve a cold first run, and no
         measurement runs beside them."""
-        ensure_artifacts(self.artifacts_needed(cells, accuracy_cells), jobs=jobs, log=log or self.log,
-                         keep_going=True)
+        log = log or self.log
+        ensure_artifacts(self.artifacts_needed(cells, accuracy_cells), jobs=jobs, log=log, keep_going=True)
+        # The host's runner too (a minute's build on a fresh machine), where its lines can be seen: inside the
+        # first cell they would be captured. Other devices' runners are built when the device is opened.
+        if "host" not in self._runners and any(c.device == "host" for c in cells):
+            with contextlib.redirect_stderr(log):
+                try:
+                    self._runners["host"] = runner_for_target("host", self.settings.runner_bin,
+                                                              self.settings.runner_app)
+                except Exception as e:  # the first host cell builds it again and fails there, as its own
+                    print(f"building the host runner ahead of its cells failed ({e})", file=log, flush=True)
 
     def measure(self, cell: Cell) -> MeasuredCell:
         """Convert (cached), run and store one cell; a failure is stored too, then re-raised."""
