@@ -52,12 +52,16 @@ def _leave_as_allocated(tensor: torch.Tensor, *args: object, **kwargs: object) -
 def move_weights_to_file(model: torch.nn.Module, folder: Path, keep_values: bool = True,
                          min_bytes: int = _MIN_BYTES) -> int:
     """Back every parameter and buffer of at least 1 MiB (float32, one copy for tied ones) by a mapped file in
-    `folder`; return the bytes moved. Without `keep_values` the file starts as zeros (sparse: nothing is
-    written), for weights that are set next."""
+    `folder`; return the bytes moved. Without `keep_values` the matrices among the parameters start as zeros
+    (sparse: nothing is written), for weights that init_random draws next; everything else keeps its values."""
     tensors: dict[int, list[torch.Tensor]] = {}  # storage address → the tensors sharing it (tied weights)
+    drawn: set[int] = set()  # matrices init_random draws next: their values need not be copied
     for tensor in [*model.parameters(), *model.buffers()]:
         if tensor.dtype == torch.float32 and tensor.is_contiguous() and tensor.nbytes >= min_bytes:
-            tensors.setdefault(tensor.untyped_storage().data_ptr(), []).append(tensor)
+            address = tensor.untyped_storage().data_ptr()
+            tensors.setdefault(address, []).append(tensor)
+            if isinstance(tensor, torch.nn.Parameter) and tensor.dim() >= 2:
+                drawn.add(address)
     if not tensors:
         return 0
 
@@ -67,7 +71,7 @@ def move_weights_to_file(model: torch.nn.Module, folder: Path, keep_values: bool
     with open(path, "wb") as out:
         for address, group in tensors.items():
             end = -(-end // _ALIGN) * _ALIGN
-            if keep_values:
+            if keep_values or address not in drawn:  # buffers (a mask, a rope table) keep what __init__ computed
                 out.seek(end)
                 out.write(group[0].detach().numpy().data)  # no copy
             offsets[address] = end

@@ -101,3 +101,21 @@ def test_random_weights_drawn_in_place_equal_randn_times_scale(shape):
     expected = torch.randn(shape, generator=torch.Generator().manual_seed(3)) * 0.02
     drawn = torch.empty(shape).normal_(generator=torch.Generator().manual_seed(3)).mul_(0.02)
     assert torch.equal(drawn, expected)
+
+
+def test_weights_mapped_for_drawing_keep_the_buffers_init_computed(tmp_path):
+    """keep_values=False leaves out only the matrices init_random draws next: a large buffer (a mask, a rope
+    table) keeps the values the module's __init__ computed."""
+    from models.weights_file import move_weights_to_file
+
+    class WithMask(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(512, 1024)
+            self.register_buffer("mask", torch.full((1024, 1024), float("-inf")).triu(1))
+
+    model = WithMask()
+    mask = model.mask.clone()
+    move_weights_to_file(model, tmp_path, keep_values=False)
+    assert torch.equal(model.mask, mask)
+    assert not model.proj.weight.any()  # the drawn matrix: zeros until init_random writes it
