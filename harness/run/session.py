@@ -48,6 +48,19 @@ def _keep_cause(error: BaseException, store_failure) -> None:
         error.add_note(str(e))
 
 
+def cell_recipe(cell: Cell) -> Recipe:
+    """The artifact a speed cell measures."""
+    return Recipe(cell.quant, cell.prefill, cell.kv_len)
+
+
+def check_recipe(cell: AccuracyCell) -> Recipe | None:
+    """The artifact an accuracy check opens at the lengths it runs (drift and agreement: their recipe; the
+    conversion check: fp32); None for reauthoring, which converts nothing."""
+    lengths = {"conversion": (CONVERSION_PREFILL, CONVERSION_DECODE), "drift": (DRIFT_PREFILL, DRIFT_DECODE),
+               "agreement": (PREFILL, DECODE)}.get(cell.check)
+    return None if lengths is None else Recipe(cell.quant or "none", lengths[0], kv_len_for(*lengths))
+
+
 class BenchSession:
     def __init__(self, settings: Settings, argv: list[str] | None = None, log=sys.stderr):
         self.settings = settings
@@ -91,17 +104,15 @@ class BenchSession:
 
     def artifacts_needed(self, cells: list[Cell], accuracy_cells: list[AccuracyCell]) -> list[tuple[ModelSpec, Recipe]]:
         """The (spec, recipe) pairs these cells convert, in the order they first need them (float roots too)."""
-        s, pairs = self.settings, []
-        for cell in cells:
-            pairs.append((get_spec(cell.model, cell.size, s.checkpoint_dir, s.seed),
-                          Recipe(cell.quant, cell.prefill, cell.kv_len)))
+        pairs = [(self._spec(cell), cell_recipe(cell)) for cell in cells]
         for acc in accuracy_cells:
-            spec = get_spec(acc.model, acc.size, s.checkpoint_dir, s.seed)
-            lengths = {"conversion": (CONVERSION_PREFILL, CONVERSION_DECODE), "drift": (DRIFT_PREFILL, DRIFT_DECODE),
-                       "agreement": (PREFILL, DECODE)}.get(acc.check)
-            if lengths:  # reauthoring compares torch with transformers: no artifact
-                pairs.append((spec, Recipe(acc.quant or "none", lengths[0], kv_len_for(*lengths))))
+            recipe = check_recipe(acc)
+            if recipe is not None:  # reauthoring compares torch with transformers: no artifact
+                pairs.append((self._spec(acc), recipe))
         return pairs
+
+    def _spec(self, cell: Cell | AccuracyCell) -> ModelSpec:
+        return get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
 
     def prepare(self, cells: list[Cell], accuracy_cells: list[AccuracyCell], jobs: int, log=None) -> None:
         """Convert what the cells need before the first is measured, `jobs` conversions at a time: conversion
@@ -125,8 +136,7 @@ class BenchSession:
                             prefill_len=cell.prefill, decode_len=cell.decode, depth=cell.depth)
         store, run_id = self.store, self.run_id
         try:
-            spec = get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
-            artifact = ensure_artifact(spec, Recipe(cell.quant, cell.prefill, cell.kv_len), log=self.log)
+            artifact = ensure_artifact(self._spec(cell), cell_recipe(cell), log=self.log)
             result.artifact_sha256, result.artifact_bytes = artifact.sha256, artifact.meta["bytes"]
             bench = self.device_bench(cell.device)
             measurement = bench.measure(artifact.path, self.settings.workload(cell), artifact.meta.get("compute"))
@@ -144,7 +154,7 @@ class BenchSession:
     def check_accuracy(self, cell: AccuracyCell) -> tuple[dict, CellVerdict]:
         """Run one accuracy check, store its figures under this session's run, pass or fail, and judge the row
         once (its bounds; with a baseline, its drift from the baseline run's same check)."""
-        spec = get_spec(cell.model, cell.size, self.settings.checkpoint_dir, self.settings.seed)
+        spec = self._spec(cell)
         store, run_id = self.store, self.run_id
         try:
             result = self._run_check(spec, cell)
@@ -159,7 +169,7 @@ class BenchSession:
 
     def _run_check(self, spec: ModelSpec, cell: AccuracyCell) -> dict:
         if cell.check == "agreement":  # the device's runner against the host's, on the same file
-            recipe = Recipe(cell.quant, PREFILL, kv_len_for(PREFILL, DECODE))
+            recipe = check_recipe(cell)
             artifact = ensure_artifact(spec, recipe, log=self.log)
             # The float artifact measures the recipe's own error, which bounds how far the device may differ.
             reference = None if cell.quant == "none" else ensure_artifact(
