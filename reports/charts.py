@@ -92,6 +92,35 @@ def speed_bars(labels: Sequence[str], panels: dict[str, tuple[list, list | None]
     return _svg(fig)
 
 
+def runtime_bars(groups: Sequence[str], runtimes: Sequence[str], panels: dict[str, dict[str, list]]) -> Markup:
+    """Grouped horizontal bars, one panel per metric: per model · quant · device · workload, one bar per runtime.
+
+    panels: title → runtime → one median (or None: that runtime did not measure the group) per group."""
+    n, k = max(len(groups), 1), max(len(runtimes), 1)
+    height = 0.8 / k
+    colours = matplotlib.colormaps["tab10"]
+    with matplotlib.rc_context(_RC):
+        fig = _figure(11, 1.2 + 0.3 * n * k)
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, (title, series) in zip(axes, panels.items(), strict=True):
+            values = []
+            for j, runtime in enumerate(runtimes):
+                bars = series.get(runtime, [])
+                ys = [i + j * height for i, b in enumerate(bars) if b is not None]
+                medians = [b for b in bars if b is not None]
+                values += medians
+                drawn = ax.barh(ys, medians, height=height, color=colours(j % 10), label=label(runtime))
+                ax.bar_label(drawn, labels=[human(m) for m in medians], padding=3, fontsize=7)
+            _axis(ax, "x", values)
+            ax.margins(x=0.15)
+            ax.set_title(label(title))
+            ax.grid(axis="x", alpha=0.3)
+            ax.set_yticks([i + height * (k - 1) / 2 for i in range(len(groups))], [label(g) for g in groups])
+            ax.invert_yaxis()
+        axes[0].legend(loc="lower right", fontsize=8)
+    return _svg(fig)
+
+
 def memory_vs_speed(points: Sequence[dict]) -> Markup:
     """Peak memory (x) against decode speed (y), one point per cell: colour per quant, marker per device."""
     quants = sorted({p["quant"] for p in points})

@@ -119,12 +119,15 @@ def _printable(text: str) -> str:
 
 
 def cell_id(rec: dict) -> str:
-    """model-quant-device-pLEN-dLEN[-depthN]-tTHREADS, pytest's way of naming a parametrized case."""
+    """model-quant-device-pLEN-dLEN[-depthN]-tTHREADS[-RUNTIME], pytest's way of naming a parametrized case (the
+    suite's cell ids: our runner's cells carry no runtime, so their names stay those of earlier exports)."""
     parts = [rec["model"], rec["quant"], rec["device"], f"p{rec['prefill_len']}", f"d{rec['decode_len']}"]
     if rec.get("depth"):
         parts.append(f"depth{rec['depth']}")
     if rec.get("threads") is not None:
         parts.append(f"t{rec['threads']}")
+    if rec.get("runtime") not in (None, "litert"):
+        parts.append(rec["runtime"])
     return _printable("-".join(str(p) for p in parts))
 
 

@@ -23,7 +23,7 @@ from harness.gate.config import METRICS, GateConfig
 from harness.gate.verdicts import accuracy_verdicts, run_verdicts
 from harness.measure import stats
 from harness.store.store import Store
-from reports import charts
+from reports import charts, runtimes
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
@@ -88,6 +88,7 @@ def _cell_view(rec: dict, verdict: gate.CellVerdict, base: dict | None, checks: 
         "ttft_range": (spread.get("ttft_ms", {}).get("min"), spread.get("ttft_ms", {}).get("max")),
         "reps": spread.get("decode_tok_s", {}).get("n"),
         "command": data.get("command", ""),
+        "runtime": gate.runtime_of(rec),
         "runtime_version": data.get("runner", {}).get("runtime_version", ""),
         "sha256": data.get("provenance", {}).get("sha256", {}),
         "delta": {m: _delta_view(verdict.comparison(m)) for m in COMPARED},
@@ -206,12 +207,15 @@ def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | 
         cells.append(_cell_view(rec, verdict, base, checks) | {"baseline_id": verdict.baseline_id})
     counts = {v: sum(1 for c in cells for d in c["delta"].values() if d and d["cls"] == v)
               for v in ("regression", "improvement")}
+    side_by_side = runtimes.side_by_side(_records(frame), config)
     return _write(
         out, "run.html.j2", run=runs[run_id], run_id=run_id, cells=cells,
         baseline=None if baseline_run is None else runs[baseline_run],
         accuracy_names=sorted({k for c in cells for k in c["accuracy"]}),
         devices=_devices(frame.to_dict("records")),
         speed_chart=_speed_chart(cells, base_by_id), memory_chart=_memory_chart(cells),
+        runtime_groups=side_by_side, runtime_chart=charts.runtime_bars(*runtimes.bars(side_by_side))
+        if side_by_side else "", several_runtimes=len({c["runtime"] for c in cells}) > 1,
         n_ok=sum(c["status"] == "ok" for c in cells), n_failed=sum(c["status"] != "ok" for c in cells),
         n_gate_failed=sum(not v.passed for v in verdicts), counts=counts, gate_source=config.source,
         **_accuracy_view(store.accuracy_frame(run_id), accuracy_verdicts(store, run_id, baseline_run, config)),
@@ -241,7 +245,9 @@ def render_dashboard(store: Store, out: Path, config: GateConfig | None = None) 
     ok = ok.sort_values(["run_id", "id"]).to_dict("records")
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for rec in ok:
-        groups[(rec["model"], rec["quant"], rec["device"])][gate.workload_name(rec)].append(rec)
+        runtime = gate.runtime_of(rec)  # a runtime's figures are a line of their own, never joined to ours
+        line = gate.workload_name(rec) + ("" if runtime == "litert" else f" · {runtime}")
+        groups[(rec["model"], rec["quant"], rec["device"])][line].append(rec)
     figures, regressions = [], []
     for (model, quant, device), lines in sorted(groups.items()):
         panels: dict[str, list[dict]] = {}

@@ -14,11 +14,11 @@ from harness.measure.metrics import FIELD
 
 # The cell-result fields the terminal table shows, in order; header and format come from each field's metadata
 # (harness/measure/metrics.py), with a shorter header where the table is narrow.
-SHOWN = ("model", "quant", "device", "prefill_len", "decode_len", "threads", "prefill_tok_s", "decode_tok_s",
+SHOWN = ("model", "quant", "device", "runtime", "prefill_len", "decode_len", "threads", "prefill_tok_s", "decode_tok_s",
          "decode_cv_pct", "decode_bandwidth_share", "ttft_ms", "init_ms", "peak_rss_mb", "status", "stable")
 _SHORT = {"ttft_ms": "ttft ms", "init_ms": "init ms", "peak_rss_mb": "peak MB"}
 COLUMNS = [(_SHORT.get(name, FIELD[name].metadata["label"]), name, FIELD[name].metadata["fmt"]) for name in SHOWN]
-NUMERIC = range(3, len(COLUMNS))  # right-aligned; model, quant and device are text
+NUMERIC = range(4, len(COLUMNS))  # right-aligned; model, quant, device and runtime are text
 
 
 def cell(value, fmt: str) -> str:
@@ -31,6 +31,8 @@ def cell(value, fmt: str) -> str:
 
 def shown(rec: dict, col: str, fmt: str) -> str:
     """A result field as the tables show it."""
+    if col == "runtime" and cell(rec.get(col), fmt) == "-":
+        return "litert"  # rows stored before runtimes were a dimension: our runner's
     if col == "decode_bandwidth_share" and rec.get("cache_resident") is True:
         return "cache"  # decode outran the memory probe: no share of memory bandwidth to show
     return cell(rec.get(col), fmt)

@@ -19,8 +19,9 @@ CELLS = [  # model, quant, device, prefill tok/s, decode tok/s, peak MB
 
 def add_run(store: Store, label: str | None = None, cells=CELLS, scale: float = 1.0, noise_pct: float = 1.0,
             seed: int = 0, reps: int = 5, threads: int = 2, accuracy: dict | None = None,
-            device_facts: dict | None = None) -> int:
-    """One finished run: for every cell `reps` samples around its medians × scale (speeds; TTFT ÷ scale)."""
+            device_facts: dict | None = None, runtime: str | None = None) -> int:
+    """One finished run: for every cell `reps` samples around its medians × scale (speeds; TTFT ÷ scale);
+    `runtime` stored as the cells' runtime (None: left out, as in rows stored before runtimes existed)."""
     rng = random.Random(seed)
     run = store.start_run(label, ["suites/"], "0123456789abcdef", "0.1.0")
     for model, quant, device, prefill, decode, peak in cells:
@@ -36,9 +37,10 @@ def add_run(store: Store, label: str | None = None, cells=CELLS, scale: float = 
                "peak_rss_mb": peak, "prefill_cv_pct": spread["prefill_tok_s"]["cv_pct"],
                "decode_cv_pct": spread["decode_tok_s"]["cv_pct"],
                "decode_ci_low": spread["decode_tok_s"]["ci95"][0], "decode_ci_high": spread["decode_tok_s"]["ci95"][1],
-               "stable": True, "artifact_bytes": 5_000_000_000}
+               "stable": True, "artifact_bytes": 5_000_000_000, **({"runtime": runtime} if runtime else {})}
         facts = device_facts or {"name": device, "model": "vm", "os": "Linux", "cpus": [0, 1]}
         data = {"spread": spread, "runner": {"samples": samples, "runtime_version": "2.23.0",
+                                             **({"runtime": runtime} if runtime else {}),
                                              "runner_version": "llm_runner 1"},
                 "command": f"llm_runner --model {model}.tflite --threads 2", "device_facts": facts,
                 "provenance": {"runtime_version": "2.23.0", "harness_version": "0.1.0",

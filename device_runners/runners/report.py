@@ -3,6 +3,10 @@
 Every runner (the native one on any device, the in-process LiteRT loop) prints one JSON document of this shape;
 `RunnerReport.from_json` is the one place that reads it, `to_json` the one place that writes it from Python.
 Adding a per-repetition figure means a field in `Sample` here and in the C++ struct, nothing else.
+
+Other runtimes' benchmarks (LiteRT-LM's `litert_lm.Benchmark`, llama.cpp's `llama-bench`) are read into the same
+report by their adapters in this folder; what such an engine does not tell (its init time, its KV cache, the
+greedy tokens) is None or empty there, never a made-up figure.
 """
 
 from __future__ import annotations
@@ -63,22 +67,22 @@ class RunnerReport:
     decode_len: int
     depth: int
     kv_len: int
-    vocab: int
-    num_layers: int
-    kv_cache_bytes: int
+    vocab: int | None
+    num_layers: int | None
+    kv_cache_bytes: int | None
     weight_bytes: int | None  # constant buffers at their stored precision; None where the runner cannot count
     warmup: int
     # With a weight cache, init_ms is the first load as weight_cache says it went, and init_warm_ms reads the
     # cache the first load found or wrote.
-    init_ms: float  # cold: the first load in the process
+    init_ms: float | None  # cold: the first load in the process
     init_warm_ms: float | None  # the second load (None with --no-warm-init)
     samples: list[Sample]
-    tokens: list[int]  # greedy tokens of the last repetition
+    tokens: list[int]  # greedy tokens of the last repetition ([] where the engine does not say)
     top_logits: list[TopStep]  # per decode step of the last repetition, with --top-k; else []
-    peak_rss_kb: int  # getrusage ru_maxrss
+    peak_rss_kb: int | None  # getrusage ru_maxrss; None where nothing measured it
     vmhwm_kb: int | None  # /proc/self/status VmHWM, where readable
     bandwidth: Bandwidth | None
-    xnnpack: bool
+    xnnpack: bool | None
     # The defaults are a run without --fp16-arithmetic and --weight-cache; from_json still needs every field.
     fp16_arithmetic: bool = False  # XNNPACK computed fp32 operators in fp16 (--fp16-arithmetic, on a CPU with it)
     # XNNPACK's weight cache file at the first load: off (none), cold (absent or unusable: that load packed the
@@ -87,7 +91,7 @@ class RunnerReport:
     weight_cache_bytes: int | None = None  # the cache file's size after the run; None when off
 
     @property
-    def peak_kb(self) -> int:
+    def peak_kb(self) -> int | None:
         """VmHWM first: ru_maxrss can carry the launching process's high-water mark across exec."""
         return self.vmhwm_kb or self.peak_rss_kb
 

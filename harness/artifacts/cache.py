@@ -129,9 +129,10 @@ def ensure_artifacts(pairs: list[tuple[ModelSpec, Recipe]], *, jobs: int = 1, lo
                 one(pair)
 
 
-# What TensorFlow, absl, torchao and torch print on every import: not progress, and kept only for a failure.
+# What TensorFlow, absl, torchao and torch print on every import, and ai-edge-quantizer's progress bar (the phase
+# lines say the same once): not progress, and kept only for a failure.
 _NOISE = re.compile(r"^(?:[IWE]\d{4} |WARNING: All log messages|Failed to load .*torchao|.*Warning: |  return cls|"
-                    r"WARNING:root:Quantized data for tensor)")
+                    r"WARNING:root:Quantized data for tensor|\s*Applying Transformations to tensors|\s*$)")
 
 
 def _run_worker(args: list[str], log) -> tuple[int, int]:

@@ -42,7 +42,7 @@ class Option:
     default: Any  # parsed; None: unset
     help: str
     minimum: float | None = None  # for numbers and every number of a list
-    choices: str | None = None  # models | quants | devices | sizes: checked by the settings layer
+    choices: str | None = None  # models | quants | devices | sizes | runtimes: checked by the settings layer
 
     @property
     def dest(self) -> str:
@@ -109,6 +109,10 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in (
                                      "family]", choices="models"),
     Option("--quant", "strs", ("none", "fp16", "dynamic_int8", "dynamic_int4_block32"),
            "quantization recipes, comma-separated (accuracy: the drift cells, fp32 excepted)", choices="quants"),
+    Option("--runtime", "strs", ("litert",),
+           "runtimes to measure each cell with, side by side: litert (our native runner on LiteRT), litert-lm "
+           "(LiteRT-LM's engine on the same file bundled as .litertlm: host only), llama.cpp (llama-bench on the "
+           "same weights as GGUF: F16, Q8_0, Q4_0)", choices="runtimes"),
     Option("--size", "str", None, "tiny (CI-sized) or full (published config) [tiny; full under -m full]",
            choices="sizes"),
     Option("--prefill", "ints", (128, 512), "prefill length(s)", minimum=1),

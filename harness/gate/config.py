@@ -1,8 +1,8 @@
 """The release gate's configuration: which metrics it knows, and the limits and statistics of gate.toml.
 
-A thresholds file is a list of [[rule]] tables whose shell-wildcard patterns (device, model, quant) pick the
-cells they apply to. Matching rules merge in file order, a later rule's value replacing an earlier one's, so a
-general rule comes first and specific ones refine it.
+A thresholds file is a list of [[rule]] tables whose shell-wildcard patterns (device, model, quant, runtime) pick
+the cells they apply to (a row stored before runtimes existed is `litert`'s). Matching rules merge in file order,
+a later rule's value replacing an earlier one's, so a general rule comes first and specific ones refine it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Metric:
 METRICS = {f.name: Metric(f.metadata["label"], f.metadata["unit"], f.metadata["better"] == "higher",
                           f.metadata["sampled"], f.metadata["compared"])
            for f in FIELDS if f.metadata.get("better")}
-_PATTERNS = ("device", "model", "quant")
+_PATTERNS = ("device", "model", "quant", "runtime")
 _STATS_KEYS = {"alpha": stats.ALPHA, "min_effect_pct": stats.MIN_EFFECT_PCT,
                # one value per run (peak memory) or a single repetition: no test, the effect size alone decides
                "single_value_effect_pct": 10.0}
@@ -52,7 +52,14 @@ class Rule:
     settings: dict[str, float]
 
     def matches(self, rec: dict) -> bool:
-        return all(fnmatch.fnmatchcase(str(rec.get(k, "")), self.patterns.get(k, "*")) for k in _PATTERNS)
+        return all(fnmatch.fnmatchcase(_field(rec, k), self.patterns.get(k, "*")) for k in _PATTERNS)
+
+
+def _field(rec: dict, key: str) -> str:
+    value = rec.get(key)
+    if key == "runtime" and (value is None or value != value):  # NULL (NaN in a frame): rows before runtimes
+        return "litert"
+    return str(value if value is not None else "")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,14 +84,24 @@ def cell_name(rec: dict) -> str:
     accuracy row: model · quant · check."""
     if "check" in rec:
         return f"{rec['model']} · {rec['quant']} · {rec['check']}"
-    return f"{rec['model']} · {rec['quant']} · {rec['device']} · {workload_name(rec)}"
+    runtime = runtime_of(rec)
+    return f"{rec['model']} · {rec['quant']} · {rec['device']} · {workload_name(rec)}" + (
+        "" if runtime == "litert" else f" · {runtime}")
+
+
+def runtime_of(rec: dict) -> str:
+    """The runtime that measured a cell; rows stored before runtimes were a dimension were our runner's."""
+    runtime = rec.get("runtime")
+    return "litert" if missing(runtime) else runtime
 
 
 def workload(rec: dict) -> tuple:
-    """What a cell measured; a run's cell is compared with the baseline's cell of the same workload.
-    Threads are left out: a run measured with fewer threads is slower at the same work, which the gate should see."""
+    """What a cell measured; a run's cell is compared with the baseline's cell of the same workload and runtime
+    (llama.cpp's cell with llama.cpp's). Threads are left out: a run measured with fewer threads is slower at the
+    same work, which the gate should see."""
     return (rec["model"], rec["quant"], rec["device"], _int(rec.get("prefill_len")), _int(rec.get("decode_len")),
-            _int(rec.get("depth")) or 0)  # rows stored before depth existed measured at depth 0
+            _int(rec.get("depth")) or 0,  # rows stored before depth existed measured at depth 0
+            runtime_of(rec))
 
 
 def stored_data(rec: dict) -> dict:

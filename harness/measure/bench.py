@@ -28,6 +28,7 @@ from harness.measure.weight_cache import ColdRun, build_cache
 if TYPE_CHECKING:
     from device_runners.runners.native import RunnerBuild
     from device_runners.transports.base import RunResult
+    from device_runners.transports.state import DeviceState
 
 # The runner's exit code when it cannot load the model file (its last stderr line names the file).
 EXIT_BAD_MODEL = 3
@@ -104,19 +105,25 @@ class Measurement:
         return self.spread[name]["median"]
 
     @property
-    def peak_rss_mb(self) -> float:
-        return self.report.peak_kb / 1024
+    def peak_rss_mb(self) -> float | None:
+        return None if self.report.peak_kb is None else self.report.peak_kb / 1024
 
     def figures(self) -> dict:
         """The CellResult fields this measurement fills (medians, spread, memory, roofline)."""
         decode = self.spread["decode_tok_s"]
+        init_ms, init_cold_ms = self.report.init_ms, None if self.cold_run is None else self.cold_run.report.init_ms
+        if self.cold_run is None and self.report.weight_cache == "cold" and self.report.init_warm_ms is not None:
+            # An engine that built its own weight cache in this process (LiteRT-LM's): its reload found the cache,
+            # as an app's every launch but its first does, which is what init_ms holds for our runner too.
+            init_ms, init_cold_ms = self.report.init_warm_ms, self.report.init_ms
         return {
             **{name: self.median(name) for name in SAMPLED},
-            "init_ms": self.report.init_ms, "init_warm_ms": self.report.init_warm_ms,
+            "init_ms": init_ms, "init_warm_ms": self.report.init_warm_ms,
             "peak_rss_mb": self.peak_rss_mb, "stable": self.stable,
-            "weight_cache": "off" if self.cold_run is None else "on",
+            # Ours: on when the harness built the cache; LiteRT-LM's engine keeps one of its own beside the bundle.
+            "weight_cache": "on" if self.cold_run is not None or self.report.weight_cache != "off" else "off",
             "fp16_arithmetic": self.report.fp16_arithmetic,
-            "init_cache_cold_ms": None if self.cold_run is None else self.cold_run.report.init_ms,
+            "init_cache_cold_ms": init_cold_ms,
             "peak_rss_cache_cold_mb": None if self.cold_run is None else self.cold_run.report.peak_kb / 1024,
             "weight_cache_mb": None if self.report.weight_cache_bytes is None else
             self.report.weight_cache_bytes / 2**20,
@@ -201,27 +208,51 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
     if cold is not None and report.weight_cache != "warm":  # the file the cold run had just finished
         raise RunnerError(f"the runner did not read the weight cache its cold run built on {device.name} "
                           f"(weight_cache {report.weight_cache!r}): {command}\nstderr tail:\n{tail(result.stderr)}")
+    measured = summarize(device, report, Context(command, result.command, cpus, threads, workload.depth,
+                                                 model_sha256, before, after), compute, cv_limit_pct, cold)
+    if workload.fp16_arithmetic and not report.fp16_arithmetic:
+        measured.warnings.append("fp16 arithmetic asked for, but this CPU has none: fp32 arithmetic")
+    return measured
 
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """How a report was measured: the command, where it was pinned, the model's bytes and the device's state
+    around the run. Every runtime's measurement is summarized from its report and this."""
+
+    command: str  # as the harness built it
+    device_command: str  # as the device ran it: timeout, taskset mask, environment
+    cpus: list[int]
+    threads: int
+    depth: int
+    model_sha256: str
+    before: DeviceState
+    after: DeviceState
+
+
+def summarize(device: Device, report: RunnerReport, context: Context, compute: dict | None = None,
+              cv_limit_pct: float = stats.CV_LIMIT_PCT, cold: ColdRun | None = None) -> Measurement:
+    """A runner's report with medians, spread, stability, roofline, the device's state and provenance."""
     spread = {name: stats.summarize(report.values(name), cv_limit_pct) for name in SAMPLED}
     stable = all(spread[n]["stable"] for n in ("prefill_tok_s", "decode_tok_s"))
-    warnings = changes(before, after, cpus) + [
+    warnings = changes(context.before, context.after, context.cpus) + [
         f"{name}: unstable ({spread[name]['verdict']})"
         for name in ("prefill_tok_s", "decode_tok_s") if not spread[name]["stable"]]
-    if workload.fp16_arithmetic and not report.fp16_arithmetic:
-        warnings.append("fp16 arithmetic asked for, but this CPU has none: fp32 arithmetic")
     prefill_s = stats.summarize(report.values("prefill_s"))["median"]
     return Measurement(
         report=report, spread=spread,
         roofline=roofline(report, spread["decode_tok_s"]["median"], prefill_s, compute),
-        command=command, cpus=cpus, threads=threads, depth=workload.depth, stable=stable, warnings=warnings,
-        device_state={"before": dataclasses.asdict(before), "after": dataclasses.asdict(after)},
+        command=context.command, cpus=context.cpus, threads=context.threads, depth=context.depth, stable=stable,
+        warnings=warnings,
+        device_state={"before": dataclasses.asdict(context.before), "after": dataclasses.asdict(context.after)},
         provenance={
             "device": dataclasses.asdict(device.facts),
-            "runtime_version": report.runtime_version, "runner_version": report.runner_version,
+            "runtime": report.runtime, "runtime_version": report.runtime_version,
+            "runner_version": report.runner_version,
             "harness_version": HARNESS_VERSION, "harness_git_commit": git_commit(),
-            "sha256": {"model": model_sha256},
-            "command": command,
-            "device_command": result.command,  # as the device ran it: timeout, taskset mask, environment
+            "sha256": {"model": context.model_sha256},
+            "command": context.command,
+            "device_command": context.device_command,
             **({"weight_cache": cold.path} if cold else {}),
         },
         cold_run=cold,

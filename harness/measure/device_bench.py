@@ -39,6 +39,15 @@ class DeviceBench:
             self.waited_s = cooldown(self.device, self.start_temp_c, max_wait_s=self.cooldown_s)
             return bench(self.device, self.runner, model, workload, self.timeout, compute, self.cv_limit_pct)
 
+    def measure_runtime(self, runtime: str, model: Path, workload: Workload, compute: dict | None = None
+                        ) -> Measurement:
+        """The same workload run by another runtime (harness/measure/runtimes.py), under the same lock and cooldown."""
+        from harness.measure.runtimes import bench_runtime
+
+        with device_lock(self.device.transport.identity, self.log):
+            self.waited_s = cooldown(self.device, self.start_temp_c, max_wait_s=self.cooldown_s)
+            return bench_runtime(runtime, self.device, model, workload, self.timeout, compute, self.cv_limit_pct)
+
     def measure_inprocess(self, model: Path, workload: Workload, compute: dict | None = None) -> Measurement:
         """The yardstick (LiteRT's in-process loop, host only) under the same lock and cooldown."""
         with device_lock(self.device.transport.identity, self.log):

@@ -32,6 +32,9 @@ class CellResult:
     model: str = text("model")
     quant: str = text("quant")
     device: str = text("device")
+    # What ran it (harness/measure/runtimes.py): litert (our native runner), litert-lm, llama.cpp. Rows stored
+    # before runtimes were a dimension were all litert.
+    runtime: str = text("runtime")
     prefill_len: int = figure("p", fmt="{:.0f}")
     decode_len: int = figure("d", fmt="{:.0f}")
     depth: int = figure("depth", fmt="{:.0f}")

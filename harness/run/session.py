@@ -17,13 +17,16 @@ from harness.accuracy.conversion import CONVERSION_DECODE, CONVERSION_PREFILL
 from harness.accuracy.drift import DRIFT_DECODE, DRIFT_PREFILL
 from harness.accuracy.registry import run_check
 from harness.artifacts.cache import ensure_artifact, ensure_artifacts
+from harness.artifacts.llama_cpp import LlamaCppBuildError
 from harness.artifacts.recipe import Recipe, kv_len_for
+from harness.artifacts.runtime_inputs import RuntimeUnsupported, runtime_input
 from harness.gate.judge import CellVerdict
 from harness.gate.verdicts import judge, judge_accuracy
 from harness.measure.bench import Measurement
 from harness.measure.device_bench import DeviceBench
 from harness.measure.metrics import CellResult
 from harness.measure.provenance import HARNESS_VERSION, git_commit
+from harness.measure.runtimes import unsupported_reason
 from harness.run.settings import AccuracyCell, Cell, Settings
 from harness.store.store import Store, StoreError
 from models.registry import get_spec
@@ -71,6 +74,7 @@ class BenchSession:
         self._benches: dict[str, DeviceBench] = {}
         self._runners: dict[str, RunnerBuild] = {}
         self._baseline_cells: list[dict] | None = None
+        self._llama_cpp_error: str | None = None  # a failed llama.cpp build, said once and failing its cells
 
     @property
     def store(self) -> Store:
@@ -104,7 +108,12 @@ class BenchSession:
 
     def artifacts_needed(self, cells: list[Cell], accuracy_cells: list[AccuracyCell]) -> list[tuple[ModelSpec, Recipe]]:
         """The (spec, recipe) pairs these cells convert, in the order they first need them (float roots too)."""
-        pairs = [(self._spec(cell), cell_recipe(cell)) for cell in cells]
+        pairs = []
+        for cell in cells:  # llama.cpp converts the weights its own way; LiteRT-LM bundles the transposed layout
+            if cell.runtime == "litert":
+                pairs.append((self._spec(cell), cell_recipe(cell)))
+            elif cell.runtime == "litert-lm" and cell.device == "host":
+                pairs.append((self._spec(cell), dataclasses.replace(cell_recipe(cell), kv_layout="transposed")))
         for acc in accuracy_cells:
             recipe = check_recipe(acc)
             if recipe is not None:  # reauthoring compares torch with transformers: no artifact
@@ -122,7 +131,9 @@ class BenchSession:
         ensure_artifacts(self.artifacts_needed(cells, accuracy_cells), jobs=jobs, log=log, keep_going=True)
         # The host's runner too (a minute's build on a fresh machine), where its lines can be seen: inside the
         # first cell they would be captured. Other devices' runners are built when the device is opened.
-        if "host" not in self._runners and any(c.device == "host" for c in cells):
+        if any(c.runtime == "llama.cpp" for c in cells):
+            self._build_llama_cpp(log)
+        if "host" not in self._runners and any(c.device == "host" and c.runtime == "litert" for c in cells):
             with contextlib.redirect_stderr(log):
                 try:
                     self._runners["host"] = runner_for_target("host", self.settings.runner_bin,
@@ -130,16 +141,37 @@ class BenchSession:
                 except Exception as e:  # the first host cell builds it again and fails there, as its own
                     print(f"building the host runner ahead of its cells failed ({e})", file=log, flush=True)
 
+    def _build_llama_cpp(self, log) -> None:
+        """llama.cpp's host build (minutes on a fresh machine: its lines belong here, not inside a cell). A failure
+        is said once; each llama.cpp cell then fails with the build log's tail, the other cells run."""
+        from harness.artifacts.llama_cpp import ensure_llama_cpp
+
+        try:
+            ensure_llama_cpp("host", log=log)
+        except LlamaCppBuildError as e:
+            self._llama_cpp_error = f"llama.cpp did not build: {e}"
+            print("building llama.cpp failed: its cells will fail with the build log", file=log, flush=True)
+
     def measure(self, cell: Cell) -> MeasuredCell:
-        """Convert (cached), run and store one cell; a failure is stored too, then re-raised."""
+        """Convert (cached), run and store one cell; a failure is stored too, then re-raised. A runtime that
+        cannot measure the cell raises RuntimeUnsupported and stores nothing (the suite skips the cell)."""
         result = CellResult(model=f"{cell.model}-{cell.size}", quant=cell.quant, device=cell.device,
-                            prefill_len=cell.prefill, decode_len=cell.decode, depth=cell.depth)
+                            runtime=cell.runtime, prefill_len=cell.prefill, decode_len=cell.decode, depth=cell.depth)
         store, run_id = self.store, self.run_id
         try:
-            artifact = ensure_artifact(self._spec(cell), cell_recipe(cell), log=self.log)
-            result.artifact_sha256, result.artifact_bytes = artifact.sha256, artifact.meta["bytes"]
-            bench = self.device_bench(cell.device)
-            measurement = bench.measure(artifact.path, self.settings.workload(cell), artifact.meta.get("compute"))
+            if cell.runtime == "litert":
+                artifact = ensure_artifact(self._spec(cell), cell_recipe(cell), log=self.log)
+                result.artifact_sha256, result.artifact_bytes = artifact.sha256, artifact.meta["bytes"]
+                bench = self.device_bench(cell.device)
+                measurement = bench.measure(artifact.path, self.settings.workload(cell),
+                                            artifact.meta.get("compute"))
+                artifact_meta = artifact.meta
+            else:
+                bench, measurement, artifact_meta = self._measure_runtime(cell)
+                result.artifact_sha256 = measurement.provenance["sha256"]["model"]
+                result.artifact_bytes = measurement.report.model_bytes
+        except RuntimeUnsupported:
+            raise
         except BaseException as e:  # Ctrl-C included: record what happened to this cell, keep the rest
             result.status, result.error = "failed", f"{type(e).__name__}: {e}"
             _keep_cause(e, lambda: store.add_result(run_id, result))
@@ -148,8 +180,32 @@ class BenchSession:
         result = dataclasses.replace(result, status="ok", emulated=bench.device.profile.emulated,
                                      **measurement.figures())
         data = measurement.to_json() | {"device_facts": dataclasses.asdict(bench.device.facts),
-                                        "artifact": artifact.meta, "cooldown_s": round(bench.waited_s, 2)}
+                                        "artifact": artifact_meta, "cooldown_s": round(bench.waited_s, 2)}
         return MeasuredCell(store.add_result(run_id, result, data), result, measurement)
+
+    def _measure_runtime(self, cell: Cell) -> tuple[DeviceBench, Measurement, dict]:
+        """A cell of another runtime: its own file of the same weights (harness/artifacts/runtime_inputs.py),
+        measured on the same device, cores, threads and lengths."""
+        bench = self.device_bench(cell.device)
+        reason = unsupported_reason(cell.runtime, bench.device)
+        if reason:  # before a bundle or a GGUF is built for nothing
+            raise RuntimeUnsupported(reason)
+        if cell.runtime == "llama.cpp" and self._llama_cpp_error is not None:
+            raise RuntimeError(self._llama_cpp_error)  # one build failure fails every llama.cpp cell with its log
+        spec = self._spec(cell)
+        try:
+            model = runtime_input(cell.runtime, spec, cell_recipe(cell), log=self.log)
+        except LlamaCppBuildError as e:
+            self._llama_cpp_error = f"llama.cpp did not build: {e}"
+            raise
+        # The prefill FLOPs of the LiteRT artifact of the same recipe where one is cached: the same model's work.
+        compute = None
+        if cell.runtime == "litert-lm":
+            compute = ensure_artifact(spec, dataclasses.replace(cell_recipe(cell), kv_layout="transposed"),
+                                      log=self.log).meta.get("compute")
+        measurement = bench.measure_runtime(cell.runtime, model, self.settings.workload(cell), compute)
+        return bench, measurement, {"path": str(model), "bytes": measurement.report.model_bytes,
+                                    "runtime": cell.runtime}
 
     def check_accuracy(self, cell: AccuracyCell) -> tuple[dict, CellVerdict]:
         """Run one accuracy check, store its figures under this session's run, pass or fail, and judge the row

@@ -24,12 +24,14 @@ class Cell:
     decode: int
     threads: int
     depth: int = 0
+    runtime: str = "litert"  # harness/measure/runtimes.py
 
     @property
     def id(self) -> str:
         depth = f"-depth{self.depth}" if self.depth else ""
         lengths = f"p{self.prefill}-d{self.decode}{depth}-t{self.threads}"
-        return f"{self.model}-{self.size}-{self.quant}-{self.device}-{lengths}"
+        runtime = "" if self.runtime == "litert" else f"-{self.runtime}"
+        return f"{self.model}-{self.size}-{self.quant}-{self.device}-{lengths}{runtime}"
 
     @property
     def kv_len(self) -> int:
@@ -61,6 +63,7 @@ class Settings:
     accuracy_models: tuple[str, ...] = ("tinyllama",)  # the plugin's default: every family
     accuracy_thresholds: Path | None = None  # drift bounds; None: accuracy.toml
     quants: tuple[str, ...] = default("quant")
+    runtimes: tuple[str, ...] = default("runtime")
     size: str = "tiny"
     prefill: tuple[int, ...] = default("prefill")
     decode: tuple[int, ...] = default("decode")
@@ -85,8 +88,12 @@ class Settings:
     gate: GateConfig = GateConfig()
 
     def cells(self) -> list[Cell]:
-        return [Cell(m, self.size, q, d, p, n, t, k) for m, q, d, p, n, t, k in itertools.product(
-            self.models, self.quants, self.devices, self.prefill, self.decode, self.threads, self.depth)]
+        """Runtimes innermost: the runtimes of one model · quant · device · workload run one after the other,
+        interleaved with the other cells rather than runtime by runtime, so a drift of the machine over the run
+        (another tenant, the temperature) moves them alike."""
+        return [Cell(m, self.size, q, d, p, n, t, k, r) for m, q, d, p, n, t, k, r in itertools.product(
+            self.models, self.quants, self.devices, self.prefill, self.decode, self.threads, self.depth,
+            self.runtimes)]
 
     def accuracy_cells(self) -> list[AccuracyCell]:
         """Per model: vs transformers, vs its .tflite, then drift of each quantized recipe vs fp32; per device

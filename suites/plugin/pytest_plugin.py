@@ -37,10 +37,11 @@ def _choices(name: str, given: tuple[str, ...]) -> list[str]:
     """The valid values of an option whose choices live in a later stage than the registry."""
     from device_runners.device import is_address_name, known_devices
     from harness.artifacts.recipe import QUANTS
+    from harness.artifacts.runtime_inputs import RUNTIMES
     from models.registry import FAMILIES
     from models.spec import SIZES
 
-    return {"models": sorted(FAMILIES), "quants": list(QUANTS), "sizes": list(SIZES),
+    return {"models": sorted(FAMILIES), "quants": list(QUANTS), "sizes": list(SIZES), "runtimes": list(RUNTIMES),
             "devices": [*known_devices(), *filter(is_address_name, given)]}[name]
 
 
@@ -81,7 +82,7 @@ def settings_from(config: pytest.Config) -> Settings:
     root = config.rootpath
     results_db = config.getoption("litert_results_db") or str(root / v["results_db"])
     return Settings(
-        devices=v["device"], models=v["models"] or Settings.models, quants=v["quant"],
+        devices=v["device"], models=v["models"] or Settings.models, quants=v["quant"], runtimes=v["runtime"],
         accuracy_models=v["models"] or tuple(FAMILIES),
         accuracy_thresholds=_accuracy_thresholds(v["accuracy_thresholds"]), size=size,
         prefill=v["prefill"], decode=v["decode"], threads=v["threads"], warmup=v["warmup"], reps=v["reps"],
@@ -252,8 +253,18 @@ def bench_session(request: pytest.FixtureRequest) -> BenchSession:
 
 @pytest.fixture
 def measure(bench_session: BenchSession):
-    """measure(cell) → the MeasuredCell, stored in the results database as soon as it is measured."""
-    return bench_session.measure
+    """measure(cell) → the MeasuredCell, stored in the results database as soon as it is measured. A runtime
+    that cannot measure the cell (no counterpart of its recipe, a family its converter refuses, a device it does
+    not run on) skips it with that reason."""
+    from harness.artifacts.runtime_inputs import RuntimeUnsupported
+
+    def run(cell: Cell) -> MeasuredCell:
+        try:
+            return bench_session.measure(cell)
+        except RuntimeUnsupported as e:
+            pytest.skip(str(e))
+
+    return run
 
 
 @pytest.fixture
