@@ -89,6 +89,7 @@ def _cell_view(rec: dict, verdict: gate.CellVerdict, base: dict | None, checks: 
         "reps": spread.get("decode_tok_s", {}).get("n"),
         "command": data.get("command", ""),
         "runtime": gate.runtime_of(rec),
+        "kv_cache_mb": (data.get("runner", {}).get("kv_cache_bytes") or 0) / 2**20 or None,
         "runtime_version": data.get("runner", {}).get("runtime_version", ""),
         "sha256": data.get("provenance", {}).get("sha256", {}),
         "delta": {m: _delta_view(verdict.comparison(m)) for m in COMPARED},

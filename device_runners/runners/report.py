@@ -54,6 +54,21 @@ class TopStep:
 
 
 @dataclasses.dataclass(frozen=True)
+class MemorySplit:
+    """Resident memory by part at one phase of the run (native/src/memory_split.h), KiB."""
+
+    phase: str  # load | prefill | decode
+    rss_kb: int
+    pss_kb: int
+    anonymous_kb: int  # heap, arena, KV cache, weights packed in memory
+    model_file_kb: int  # the model file's mapped pages: the weights read in place
+    weight_cache_kb: int  # XNNPACK's weight cache file's mapped pages
+    other_file_kb: int  # libraries, the binary
+    private_dirty_kb: int
+    swap_kb: int
+
+
+@dataclasses.dataclass(frozen=True)
 class RunnerReport:
     runner: str
     runner_version: str
@@ -89,6 +104,9 @@ class RunnerReport:
     # weights and wrote it) or warm (a finished cache that load read and left as it was)
     weight_cache: str = "off"
     weight_cache_bytes: int | None = None  # the cache file's size after the run; None when off
+    # Resident memory by part after the load, the last prefill and the last decode; [] where the runner cannot
+    # read it (iOS, other runtimes' benchmarks).
+    memory: list[MemorySplit] = dataclasses.field(default_factory=list)
 
     @property
     def peak_kb(self) -> int | None:
@@ -111,10 +129,16 @@ class RunnerReport:
             bandwidth = None if doc["bandwidth"] is None else Bandwidth(**{
                 f.name: doc["bandwidth"][f.name] for f in dataclasses.fields(Bandwidth)})
             top = [TopStep([int(i) for i in t["ids"]], [float(x) for x in t["logits"]]) for t in doc["top_logits"]]
+            memory = [MemorySplit(**{f.name: m[f.name] for f in dataclasses.fields(MemorySplit)})
+                      for m in doc["memory"]]
         except (KeyError, TypeError, ValueError) as e:
-            raise ReportError(f"runner document has a malformed sample, bandwidth or top_logits: {e!r}") from None
-        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth", "top_logits"}}, samples=samples,
-                   bandwidth=bandwidth, top_logits=top)
+            raise ReportError(f"runner document has a malformed sample, bandwidth, top_logits or memory: {e!r}"
+                              ) from None
+        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth", "top_logits", "memory"}},
+                   samples=samples, bandwidth=bandwidth, top_logits=top, memory=memory)
+
+    def memory_at(self, phase: str) -> MemorySplit | None:
+        return next((m for m in self.memory if m.phase == phase), None)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

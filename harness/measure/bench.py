@@ -127,6 +127,7 @@ class Measurement:
             "peak_rss_cache_cold_mb": None if self.cold_run is None else self.cold_run.report.peak_kb / 1024,
             "weight_cache_mb": None if self.report.weight_cache_bytes is None else
             self.report.weight_cache_bytes / 2**20,
+            **self.memory_figures(),
             "threads": self.threads, "cpus": ",".join(map(str, self.cpus)), "depth": self.depth,
             "prefill_cv_pct": self.spread["prefill_tok_s"]["cv_pct"], "decode_cv_pct": decode["cv_pct"],
             "decode_ci_low": decode["ci95"][0], "decode_ci_high": decode["ci95"][1],
@@ -134,6 +135,13 @@ class Measurement:
             **{k: self.roofline[k] for k in ("bandwidth_gb_s", "decode_bandwidth_share", "cache_resident",
                                              "prefill_gflop_s")},
         }
+
+    def memory_figures(self) -> dict:
+        """The memory split at the end of the decode, in MB (None where the runner could not read it)."""
+        split = self.report.memory_at("decode")
+        parts = {"mem_model_file_mb": "model_file_kb", "mem_weight_cache_mb": "weight_cache_kb",
+                 "mem_anonymous_mb": "anonymous_kb", "mem_pss_mb": "pss_kb", "mem_swap_mb": "swap_kb"}
+        return {name: None if split is None else getattr(split, kb) / 1024 for name, kb in parts.items()}
 
     def to_json(self) -> dict:
         """The whole measurement as JSON: what `harness bench --json` prints and the store keeps beside a row."""

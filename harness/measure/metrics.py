@@ -61,6 +61,15 @@ class CellResult:
     init_cache_cold_ms: float = figure("init cache cold", " ms", "{:.0f}")
     peak_rss_cache_cold_mb: float = figure("peak RSS cache cold", " MB", "{:.0f}")
     weight_cache_mb: float = figure("weight cache", " MB", "{:.0f}")
+    # Resident memory by part at the end of the decode (the runner reads /proc/self/smaps: native/src/
+    # memory_split.h): the model file's pages (weights read in place), XNNPACK's weight cache file's, anonymous
+    # memory (KV cache, arena, weights packed in memory), PSS and swap. Limits only (max_...): a part that grows
+    # fails its cell; not compared with a baseline, since file pages come and go with the page cache.
+    mem_model_file_mb: float = figure("resident model file", " MB", "{:.0f}", better="lower", compared=False)
+    mem_weight_cache_mb: float = figure("resident weight cache", " MB", "{:.0f}", better="lower", compared=False)
+    mem_anonymous_mb: float = figure("anonymous", " MB", "{:.0f}", better="lower", compared=False)
+    mem_pss_mb: float = figure("PSS", " MB", "{:.0f}", better="lower", compared=False)
+    mem_swap_mb: float = figure("swap", " MB", "{:.0f}", better="lower", compared=False)
     prefill_cv_pct: float = figure("prefill cv%")
     decode_cv_pct: float = figure("decode cv%")
     decode_ci_low: float = figure("decode CI low")

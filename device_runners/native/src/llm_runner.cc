@@ -437,6 +437,9 @@ std::vector<TopLogit> TopLogits(const float* values, int n, int k) {
 struct Trace {
   std::vector<int32_t> tokens;
   std::vector<std::vector<TopLogit>> top;
+  // With record_memory: resident memory after the prefill and at the end of
+  // the decode, read outside the clocks.
+  std::optional<MemorySplit> after_prefill, after_decode;
 };
 
 // One repetition: reset the cache, prefill the prompt, fill to --depth, then
@@ -445,7 +448,7 @@ struct Trace {
 // LiteRT-LM does. With --follow-tokens, step i+1 feeds follow[i] instead of
 // step i's argmax; the top-k copy happens after the step's clock stops.
 Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
-               const Args& args, Trace* trace) {
+               const Args& args, Trace* trace, bool record_memory) {
   const ModelInfo& info = engine.info();
   engine.ResetKvCache();
   *trace = Trace();
@@ -453,6 +456,9 @@ Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
   const Clock::time_point start = Clock::now();
   engine.Prefill(prompt, 0);
   sample.prefill_s = Seconds(start, Clock::now());
+  if (record_memory) {
+    trace->after_prefill = ReadMemorySplit("prefill", args.model, args.weight_cache);
+  }
 
   int32_t token = FillToDepth(engine, prompt, args.depth);
   int32_t position = DecodeStart(info.prefill_len, args.depth) - 1;
@@ -470,6 +476,9 @@ Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
     if (!args.follow_tokens.empty() && step + 1 < args.decode) {
       token = args.follow_tokens[step];
     }
+  }
+  if (record_memory) {
+    trace->after_decode = ReadMemorySplit("decode", args.model, args.weight_cache);
   }
   return sample;
 }
@@ -725,14 +734,22 @@ int Main(int argc, char** argv) {
     report.init_warm_s = init_warm_s;
   }
   SetModelInfo(engine->info(), &report);
+  if (auto loaded = ReadMemorySplit("load", args.model, args.weight_cache)) {
+    report.memory.push_back(*loaded);
+  }
 
   Trace trace;
-  for (int rep = 0; rep < args.warmup + args.reps; ++rep) {
-    const Sample sample = RunOnce(*engine, prompt, args, &trace);
+  const int runs = args.warmup + args.reps;
+  for (int rep = 0; rep < runs; ++rep) {
+    // Memory on the last repetition only: reading smaps walks every mapping.
+    const Sample sample = RunOnce(*engine, prompt, args, &trace, rep == runs - 1);
     if (rep >= args.warmup) report.samples.push_back(sample);
   }
   report.tokens = trace.tokens;
   report.top_logits = trace.top;
+  for (const auto& split : {trace.after_prefill, trace.after_decode}) {
+    if (split) report.memory.push_back(*split);
+  }
 
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);

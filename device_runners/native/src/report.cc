@@ -107,6 +107,21 @@ std::string ToJson(const RunnerReport& report) {
   json.Field("fp16_arithmetic", report.fp16_arithmetic);
   json.Field("weight_cache", report.weight_cache);
   IntOrNull(json, "weight_cache_bytes", report.weight_cache_bytes);
+  json.BeginArray("memory");
+  for (const MemorySplit& m : report.memory) {
+    json.BeginObject();
+    json.Field("phase", m.phase);
+    Int(json, "rss_kb", m.rss_kb);
+    Int(json, "pss_kb", m.pss_kb);
+    Int(json, "anonymous_kb", m.anonymous_kb);
+    Int(json, "model_file_kb", m.model_file_kb);
+    Int(json, "weight_cache_kb", m.weight_cache_kb);
+    Int(json, "other_file_kb", m.other_file_kb);
+    Int(json, "private_dirty_kb", m.private_dirty_kb);
+    Int(json, "swap_kb", m.swap_kb);
+    json.EndObject();
+  }
+  json.EndArray();
   return json.Finish();
 }
 

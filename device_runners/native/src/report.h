@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bandwidth_probe.h"
+#include "memory_split.h"
 
 namespace llm_runner {
 
@@ -84,6 +85,10 @@ struct RunnerReport {
   // was).
   std::string weight_cache = "off";
   std::optional<int64_t> weight_cache_bytes;  // its size at the end; absent: off
+  // Resident memory by part after the load, after the last repetition's
+  // prefill and at the end of its decode (memory_split.h); empty where the
+  // OS does not tell (Darwin).
+  std::vector<MemorySplit> memory;
 };
 
 // The report as one line of JSON, without a trailing newline.
