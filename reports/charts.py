@@ -121,6 +121,31 @@ def runtime_bars(groups: Sequence[str], runtimes: Sequence[str], panels: dict[st
     return _svg(fig)
 
 
+def op_share_bars(bars: Sequence[str], shares: dict[str, list[float]]) -> Markup:
+    """Stacked horizontal bars of shares (0–1): one bar per cell · phase, one segment per op type, in the order
+    `shares` lists them (the largest first; the caller folds the rest into one).
+
+    shares: op type → its share in each bar (0 where a bar has none of it)."""
+    n = max(len(bars), 1)
+    colours = matplotlib.colormaps["tab20"]
+    with matplotlib.rc_context(_RC):
+        fig = _figure(11, 1.4 + 0.32 * n + 0.18 * math.ceil(len(shares) / 3))
+        ax = fig.subplots()
+        left = [0.0] * len(bars)
+        for i, (name, values) in enumerate(shares.items()):
+            colour = "#dadce0" if i == len(shares) - 1 and name == "other" else colours(i % 20)
+            ax.barh(range(len(bars)), [100 * v for v in values], left=left, height=0.7, color=colour,
+                    label=label(name), edgecolor="white", linewidth=0.4)
+            left = [lo + 100 * v for lo, v in zip(left, values, strict=True)]
+        ax.set_yticks(range(len(bars)), [label(b) for b in bars])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("share of the phase's profiled time (%)")
+        ax.grid(axis="x", alpha=0.3)
+        fig.legend(loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    return _svg(fig)
+
+
 def memory_vs_speed(points: Sequence[dict]) -> Markup:
     """Peak memory (x) against decode speed (y), one point per cell: colour per quant, marker per device."""
     quants = sorted({p["quant"] for p in points})

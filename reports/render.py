@@ -24,6 +24,7 @@ from harness.gate.verdicts import accuracy_verdicts, run_verdicts
 from harness.measure import stats
 from harness.store.store import Store
 from reports import charts, runtimes
+from reports import profile as profiles
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
@@ -215,6 +216,7 @@ def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | 
         accuracy_names=sorted({k for c in cells for k in c["accuracy"]}),
         devices=_devices(frame.to_dict("records")),
         speed_chart=_speed_chart(cells, base_by_id), memory_chart=_memory_chart(cells),
+        profile_view=profiles.view(cells, base_by_id),
         runtime_groups=side_by_side, runtime_chart=charts.runtime_bars(*runtimes.bars(side_by_side))
         if side_by_side else "", several_runtimes=len({c["runtime"] for c in cells}) > 1,
         n_ok=sum(c["status"] == "ok" for c in cells), n_failed=sum(c["status"] != "ok" for c in cells),

@@ -331,3 +331,20 @@ def test_devices_clean_usage_errors(args, message, capsys):
     except SystemExit as e:  # argparse's own errors
         code = e.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_profile_command_profiles_on_the_device(fake_adb_device, tiny_artifact):
+    """`harness profile` through adb: the runner and the model pushed, the profiled repetition run on the device,
+    its rows adding up to each phase's wall time there."""
+    test_device = fake_adb_device()
+    model = tiny_artifact("dynamic_int8").path
+    out = run_cli("profile", str(model), "--device", test_device.name, "--threads", "2", "--decode", "8", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    profile = json.loads(out.stdout)
+    assert profile["profiler"] == "litert"
+    for phase in ("prefill", "decode"):
+        total = sum(row["us"] for row in profile[phase]["ops"])
+        assert total == pytest.approx(profile[phase]["wall_us"], rel=0.10), phase
+    names = {p.rsplit("/", 1)[1] for p in test_device.pushed()}
+    assert {"llm_runner.part", "liblitert-lm.so.part"} <= names and any(n.endswith(".tflite.part") for n in names)
+    assert any(line.startswith("OPEN shell") and "--profile" in line for line in test_device.log())

@@ -27,7 +27,7 @@ KV_CACHE_BYTES = 2 * LAYERS * KV_LEN * KV_HEADS * HEAD_DIM * 4  # k and v, float
 FIELDS = {"runner", "runner_version", "api", "runtime", "runtime_version", "model", "model_bytes", "threads",
           "prefill_len", "decode_len", "depth", "kv_len", "vocab", "num_layers", "kv_cache_bytes", "weight_bytes",
           "warmup", "init_ms", "init_warm_ms", "samples", "tokens", "top_logits", "peak_rss_kb", "vmhwm_kb",
-          "bandwidth", "xnnpack", "fp16_arithmetic", "weight_cache", "weight_cache_bytes", "memory"}
+          "bandwidth", "xnnpack", "fp16_arithmetic", "weight_cache", "weight_cache_bytes", "memory", "profile"}
 SAMPLE_FIELDS = {"prefill_s", "prefill_tok_s", "decode_s", "decode_tok_s", "ttft_ms"}
 BANDWIDTH_FIELDS = {"read_gb_s", "median_gb_s", "probe_bytes", "threads", "passes"}
 

@@ -17,8 +17,18 @@ THREE = ["--runtime", "litert,litert-lm,llama.cpp", "--quant", "none,dynamic_int
          "--reps", "3", "-m", "performance"]
 
 
+def _statistics_only_gate(tmp_path) -> str:
+    """A gate without speed floors: this test is about rows, pairing and the report, and a floor set for our
+    runner can be missed by a slower runtime on a busy 2-core host (LiteRT-LM's int4 prefill went under the
+    repository's 10,000 tok/s floor once here while other jobs ran)."""
+    path = tmp_path / "gate.toml"
+    path.write_text("[[rule]]\nalpha = 0.05\nmin_effect_pct = 20\n")
+    return str(path)
+
+
 def test_three_runtimes_one_row_each_side_by_side_and_gated_per_runtime(tmp_path):
-    first = run_suites(tmp_path, *THREE, "--run-label", "first")
+    gate = ["--gate", _statistics_only_gate(tmp_path)]
+    first = run_suites(tmp_path, *THREE, *gate, "--run-label", "first")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-3000:]
     store = Store(str(tmp_path / "results.db"))
     frame = store.results_frame()
@@ -34,8 +44,12 @@ def test_three_runtimes_one_row_each_side_by_side_and_gated_per_runtime(tmp_path
     assert "llama.cpp" in report and "LiteRT-LM" in report
 
     # A second run against the first: every cell is paired with its own runtime's baseline cell.
-    second = run_suites(tmp_path, *THREE, "--baseline", "first", "--junitxml", str(tmp_path / "junit.xml"))
-    assert "gate:" not in second.stdout or second.returncode in (0, 1)  # a noisy host may fail a figure: shown
+    second = run_suites(tmp_path, *THREE, *gate, "--baseline", "first", "--junitxml", str(tmp_path / "junit.xml"))
+    # Every cell measured again; a significant change against the baseline may fail one (a busy host), but
+    # nothing else may.
+    assert second.returncode in (0, 1), second.stdout[-3000:]
+    again = store.results_frame()
+    assert len(again) == 18 and (again["status"] == "ok").all()
     import sqlalchemy as sa
 
     with store.engine.connect() as conn:

@@ -69,6 +69,61 @@ class MemorySplit:
 
 
 @dataclasses.dataclass(frozen=True)
+class OpTime:
+    """One row of a profiled phase (native/src/profiler.h): time spent in one place and counted in no other row."""
+
+    name: str  # a TFLite op (FULLY_CONNECTED), an XNNPACK operator ("Fully Connected (NC, F32) GEMM"), a span
+    # op: a TFLite node run by its own kernel, outside any delegate; delegate_op: an XNNPACK operator, timed by
+    # XNNPACK; delegate_kernel: the part of an XNNPACK kernel node its operators' timings do not cover;
+    # runtime: the part of a runtime span in no node (LiteRT's run and buffer handling, the interpreter between
+    # nodes)
+    kind: str
+    node: int | None  # op: the TFLite node's index
+    subgraph: int | None
+    kernel: int | None  # delegate rows: which XNNPACK kernel node of the phase
+    op: int | None  # delegate_op: the operator's place in its kernel
+    us: float
+    delegate: bool  # inside the XNNPACK delegate (delegate_op, delegate_kernel)
+
+    @property
+    def where(self) -> str:
+        """Where in the graph: 'node 12' or 'xnnpack 3.17' (kernel.operator)."""
+        if self.kernel is not None:
+            return f"xnnpack {self.kernel}" + ("" if self.op is None else f".{self.op}")
+        return "" if self.node is None else f"node {self.node}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseProfile:
+    wall_us: float  # the phase's wall clock in the profiled repetition, taken like a sample's
+    ops: list[OpTime]
+
+    @property
+    def total_us(self) -> float:
+        return sum(o.us for o in self.ops)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """The runner's --profile: one more repetition on an engine of its own with the runtime's profiler on, after
+    the measured ones (which ran without it)."""
+
+    profiler: str  # telemetry (the interpreter's) | litert (CompiledModel's)
+    prefill: PhaseProfile
+    decode: PhaseProfile  # the repetition's last decode step
+
+    def phase(self, name: str) -> PhaseProfile:
+        return {"prefill": self.prefill, "decode": self.decode}[name]
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Profile:
+        def phase(p: dict[str, Any]) -> PhaseProfile:
+            return PhaseProfile(float(p["wall_us"]), [OpTime(**{f.name: o[f.name] for f in dataclasses.fields(OpTime)})
+                                                      for o in p["ops"]])
+        return cls(doc["profiler"], phase(doc["prefill"]), phase(doc["decode"]))
+
+
+@dataclasses.dataclass(frozen=True)
 class RunnerReport:
     runner: str
     runner_version: str
@@ -107,6 +162,8 @@ class RunnerReport:
     # Resident memory by part after the load, the last prefill and the last decode; [] where the runner cannot
     # read it (iOS, other runtimes' benchmarks).
     memory: list[MemorySplit] = dataclasses.field(default_factory=list)
+    # --profile's op timings (native/src/profiler.h); None without it, and from runtimes that cannot profile.
+    profile: Profile | None = None
 
     @property
     def peak_kb(self) -> int | None:
@@ -131,11 +188,12 @@ class RunnerReport:
             top = [TopStep([int(i) for i in t["ids"]], [float(x) for x in t["logits"]]) for t in doc["top_logits"]]
             memory = [MemorySplit(**{f.name: m[f.name] for f in dataclasses.fields(MemorySplit)})
                       for m in doc["memory"]]
+            profile = None if doc["profile"] is None else Profile.from_json(doc["profile"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ReportError(f"runner document has a malformed sample, bandwidth, top_logits or memory: {e!r}"
-                              ) from None
-        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth", "top_logits", "memory"}},
-                   samples=samples, bandwidth=bandwidth, top_logits=top, memory=memory)
+            raise ReportError(f"runner document has a malformed sample, bandwidth, top_logits, memory or profile: "
+                              f"{e!r}") from None
+        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth", "top_logits", "memory", "profile"}},
+                   samples=samples, bandwidth=bandwidth, top_logits=top, memory=memory, profile=profile)
 
     def memory_at(self, phase: str) -> MemorySplit | None:
         return next((m for m in self.memory if m.phase == phase), None)

@@ -29,26 +29,36 @@ from models.registry import get_spec
 _KV_LAYOUTS = {"default": kv_utils.KV_LAYOUT_DEFAULT, "transposed": kv_utils.KV_LAYOUT_TRANSPOSED}
 
 
-def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len: int, lightweight: bool,
-           kv_layout: str = "default"):
-    """The converted model (litert-torch's LiteRTModel), not yet written: the caller frees the torch module first."""
+def signatures(model: torch.nn.Module, config, prefill_len: int, kv_len: int,
+               kv_layout: str = "default") -> list[tuple[str, torch.nn.Module, dict]]:
+    """(name, module, sample kwargs) of the two signatures an artifact holds: what `export` converts, and what
+    harness/artifacts/graph.py exports with torch.export to count the authored model's ops."""
     # Prefill returns only the KV cache (no logits): the first token's logits come from the first decode step.
     # The default layout is what ExportConfig() and KVCache.from_model_config use unless told otherwise, so
     # naming it here leaves the default artifacts' bytes as they were.
     layout = _KV_LAYOUTS[kv_layout]
     module = converter.ExportableModule(model, export_config=export_config.ExportConfig(kvcache_layout=layout)).eval()
     kv = kv_utils.KVCache.from_model_config(kv_len, config, kv_layout=layout)
+    return [
+        ("prefill", module, {
+            "tokens": torch.zeros((1, prefill_len), dtype=torch.int),
+            "input_pos": torch.arange(prefill_len, dtype=torch.int),
+            "kv_cache": kv,
+        }),
+        ("decode", module, {
+            "tokens": torch.zeros((1, 1), dtype=torch.int),
+            "input_pos": torch.tensor([0], dtype=torch.int),
+            "kv_cache": kv,
+        }),
+    ]
+
+
+def export(model: torch.nn.Module, config, quant: str, prefill_len: int, kv_len: int, lightweight: bool,
+           kv_layout: str = "default"):
+    """The converted model (litert-torch's LiteRTModel), not yet written: the caller frees the torch module first."""
     conv = litert_converter.Converter()
-    conv.add_signature("prefill", module, sample_kwargs={
-        "tokens": torch.zeros((1, prefill_len), dtype=torch.int),
-        "input_pos": torch.arange(prefill_len, dtype=torch.int),
-        "kv_cache": kv,
-    })
-    conv.add_signature("decode", module, sample_kwargs={
-        "tokens": torch.zeros((1, 1), dtype=torch.int),
-        "input_pos": torch.tensor([0], dtype=torch.int),
-        "kv_cache": kv,
-    })
+    for name, module, sample in signatures(model, config, prefill_len, kv_len, kv_layout):
+        conv.add_signature(name, module, sample_kwargs=sample)
     recipe = converter.get_quant_recipe_from_flag(quant, config)
     return conv.convert(quant_config=recipe, lightweight_conversion=lightweight)
 

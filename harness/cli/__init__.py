@@ -2,6 +2,9 @@
 
   convert  --model tinyllama --size tiny --quant dynamic_int8      → prints the artifact path
   bench    ARTIFACT --device host --prefill 128 --decode 64 --json → prints the measured figures
+  profile  ARTIFACT --device host [--threads N --prefill N --decode N --api interpreter]
+                                                → where the time goes: per phase (prefill, one decode step) time
+                                                  per op type, the top ops, the XNNPACK delegate's share
   report   --results-db results/results.db --out results/ [--baseline REF]
                                                 → the comparison report of a run and the regression dashboard
   gate     --results-db URL --run ID --baseline REF [--thresholds gate.toml] [--update-baseline NAME]
@@ -22,6 +25,12 @@
                                                   tokenizer trained offline; prints their contents as JSON
   verify   --model NAME --size tiny [--checkpoint-dir DIR] [--checks reauthoring,conversion,drift]
                                                 → accuracy figures as JSON; exit 1 when a bound is broken
+  explore  --model NAME --quant Q [--size tiny] [--port P] [--no-browser]
+                                                → Model Explorer's web app on the authored model (torch.export)
+                                                  and its .tflite, side by side, until Ctrl-C
+  explore  --model NAME --quant Q --page OUT.html
+                                                → the artifact's graph page: each signature's ops, the authored
+                                                  ops, what conversion fused (no server)
 
 REF names a run: a baseline name (set by gate --update-baseline), a run label (its latest run) or a run id.
 """
@@ -101,6 +110,51 @@ def cmd_bench(args: argparse.Namespace) -> None:
     row = CellResult(model=model.name, quant="", device=device.name, prefill_len=prefill, decode_len=args.decode,
                      status="ok", **measured.figures())
     print(format_table(pd.DataFrame([row.row()])))
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from device_runners.device import open_device
+    from device_runners.runners.native import runner_for_target
+    from harness.measure import profile
+    from harness.measure.bench import RunnerError, Workload
+    from harness.measure.device_bench import DeviceBench
+
+    device = open_device(args.device)
+    model = args.artifact
+    if not model.is_file():
+        raise CliError(f"model file '{model}' does not exist")
+    meta = _meta(model)
+    prefill = args.prefill or meta.get("prefill_len")
+    if not prefill:
+        raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
+    runner = runner_for_target(device.profile.runner_target, args.runner_bin, args.runner_app)
+    # No bandwidth probe and no weight cache: neither changes where a repetition's time goes; both cost seconds.
+    workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, cpus=args.cpus,
+                        bandwidth_probe_mb=0, weight_cache=False, profile=True, api=args.api)
+    device_bench = DeviceBench(device, runner, timeout=args.runner_timeout, cooldown_s=0)
+    try:
+        measured = device_bench.measure(model, workload, meta.get("compute"))
+    except RunnerError as e:
+        raise CliError(e.load_error or str(e)) from None
+    finally:
+        device_bench.close()
+    report = measured.report
+    if report.profile is None:
+        raise CliError(f"the runner on {device.name} printed no profile")
+    if args.json:
+        json.dump(dataclasses.asdict(report.profile), sys.stdout, indent=2)
+        print()
+        return
+    print(f"{model.name} on {device.name}: {report.api}, {measured.threads} threads, prefill {report.prefill_len}, "
+          f"decode step {report.decode_len} of {report.decode_len}; profiler: {report.profile.profiler}")
+    prefill_us = 1e6 * report.prefill_len / measured.median("prefill_tok_s")
+    print(f"measured without the profiler (median of {len(report.samples)}): prefill {prefill_us:,.0f} µs, "
+          f"decode step {1e6 / measured.median('decode_tok_s'):,.0f} µs")
+    for summary in profile.summarize(report.profile, args.top).values():
+        print()
+        print(profile.format_phase(summary))
+        print()
+        print(profile.format_top(summary))
 
 
 def _meta(model: Path) -> dict:
@@ -272,6 +326,24 @@ def cmd_bundle(args: argparse.Namespace) -> None:
         print(json.dumps({"bundle": str(path), "contents": bundle.bundle_contents(path)}, default=str))
 
 
+def cmd_explore(args: argparse.Namespace) -> None:
+    from harness.artifacts.cache import ensure_artifact
+    from harness.artifacts.recipe import Recipe, kv_len_for
+    from models.registry import get_spec
+
+    spec = get_spec(args.model, args.size, args.checkpoint_dir, args.seed)
+    recipe = Recipe(args.quant, args.prefill, args.kv_len or kv_len_for(args.prefill, args.decode))
+    artifact = ensure_artifact(spec, recipe)
+    if args.page is not None:
+        from reports.graph import render_graph_page
+
+        print(render_graph_page(spec, artifact, args.page))
+        return
+    from harness.artifacts.graph import explore
+
+    explore(spec, artifact, host=args.host, port=args.port, open_browser=not args.no_browser)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from harness.accuracy.registry import CHECKS, run_checks
     from models.registry import get_spec
@@ -294,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__).parse_args(argv)
     commands = {"convert": cmd_convert, "bench": cmd_bench, "report": cmd_report, "gate": cmd_gate,
                 "export": cmd_export, "store": cmd_store, "devices": cmd_devices, "verify": cmd_verify,
-                "bundle": cmd_bundle, "build-runner": cmd_build_runner}
+                "bundle": cmd_bundle, "build-runner": cmd_build_runner, "explore": cmd_explore,
+                "profile": cmd_profile}
     # SIGTERM/SIGHUP unwind like Ctrl-C, so `bench` stops its runner on the device and cleans up (finally).
     interrupt_on_termination()
     try:

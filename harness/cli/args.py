@@ -68,7 +68,9 @@ def parser(description: str) -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     _model_commands(sub)
+    _explore_command(sub)
     _device_commands(sub, known_devices())
+    _profile_command(sub, known_devices())
     _results_commands(sub, list(PRINTERS))
     return ap
 
@@ -103,6 +105,25 @@ def _model_commands(sub) -> None:
     v.add_argument("--thresholds", type=Path, default=None, help="drift thresholds (TOML) [accuracy.toml]")
 
 
+def _explore_command(sub) -> None:
+    x = sub.add_parser("explore", help="Model Explorer on the authored model (torch.export) and its .tflite, side by "
+                                       "side; with --page, write the artifact's graph page instead (no server)")
+    x.add_argument("--model", required=True, help="model family (see `models/registry.py`)")
+    x.add_argument("--size", default="tiny", help="tiny | full [tiny]")
+    x.add_argument("--quant", default="dynamic_int8", help="quantization recipe [dynamic_int8]")
+    _add_lengths(x, 128)
+    x.add_argument("--kv-len", type=int, default=None, help="KV cache length [prefill+decode, rounded up to 128]")
+    x.add_argument("--checkpoint-dir", type=Path, default=None, help="local HF safetensors checkpoint")
+    _add(x, "seed")
+    x.add_argument("--host", default="127.0.0.1", help="address the server listens on [127.0.0.1]")
+    x.add_argument("--port", type=int, default=8080,
+                   help="port; 8080 takes the first free one of 8080-8099, any other must be free [8080]")
+    x.add_argument("--no-browser", action="store_true", help="do not open the web app in a browser")
+    x.add_argument("--page", type=Path, default=None, metavar="OUT.html",
+                   help="write the graph page (each signature's ops, the authored ops, what conversion fused) "
+                        "and exit")
+
+
 def _device_commands(sub, devices: list[str]) -> None:
     b = sub.add_parser("bench", help="run the native runner on an artifact and print its figures")
     b.add_argument("artifact", type=Path)
@@ -131,6 +152,23 @@ def _device_commands(sub, devices: list[str]) -> None:
     trim.add_argument("--older-than", type=_at_least_zero(float), metavar="DAYS",
                       help="with --clean: remove the cache folders not staged for DAYS days")
 
+
+
+def _profile_command(sub, devices: list[str]) -> None:
+    p = sub.add_parser("profile", help="where the time goes: the native runner with its profiler on, per phase "
+                                       "(prefill, one decode step) time per op type, top ops, XNNPACK's share")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--device", default="host", help=f"one of: {', '.join(devices)} [host]")
+    _add_lengths(p, None)
+    # One measured repetition: the profile is the repetition after it, on an engine of its own.
+    _add(p, "threads", "cpus", "runner_timeout", "reps", "warmup", reps=1)
+    p.add_argument("--api", default=None, choices=("compiled_model", "interpreter"),
+                   help="the runner's engine [the runner's default: compiled_model; interpreter on iOS]")
+    p.add_argument("--top", type=int, default=10, help="rows in the top list per phase [10]")
+    p.add_argument("--runner-bin", type=Path, default=None, help="a prebuilt runner binary")
+    p.add_argument("--runner-app", type=Path, default=None,
+                   help="the iOS runner app (.ipa), installed when the device lacks it or has another build")
+    p.add_argument("--json", action="store_true", help="print the runner's profile as JSON")
 
 
 def _results_commands(sub, formats: list[str]) -> None:

@@ -128,6 +128,10 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in (
            "XNNPACK's weight cache, as apps ship it: on, each cell builds it beside the model on the device (named "
            "by the model's sha256) and records init without it (cold) and with it (warm) and peak memory with it; "
            "off, every load packs the weights"),
+    Option("--profile", "switch", False,
+           "after each cell's measured repetitions, one more with the runtime's profiler on (untimed, on an engine "
+           "of its own): time per op type of the prefill and of one decode step, stored with the cell and shown in "
+           "the report"),
     Option("--cv-limit", "float", 3.0, "CV (%) above which a figure is flagged unstable", minimum=0),
     Option("--cooldown", "float", 60.0, "most seconds to wait between cells for temperatures to settle",
            minimum=0),

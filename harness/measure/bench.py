@@ -59,6 +59,11 @@ class Workload:
     # xnn_define_binary(multiply) refuses the mix and the delegate fails to prepare (measured here with the CPU
     # check bypassed; the refusal is in the graph definition, so an ARM phone would refuse it too).
     fp16_arithmetic: bool = False
+    # One more repetition after the measured ones, with the runtime's profiler on (the runner's --profile): op
+    # timings of its prefill and last decode step in report.profile (harness/measure/profile.py reads them). It
+    # runs on an engine of its own, so the measured repetitions are the same with it or without it.
+    profile: bool = False
+    api: str | None = None  # the runner's --api (compiled_model, interpreter); None: the runner's default
 
     def __post_init__(self) -> None:
         for name in ("prefill_len", "decode_len", "threads", "reps"):
@@ -177,8 +182,9 @@ def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: fl
     if device.transport.kind != "host":
         raise ValueError(f"the in-process LiteRT loop runs on the host only, not on {device.name}")
     program = [sys.executable, "-m", "device_runners.runners.inprocess"]
-    # LiteRT's Python loop runs with XNNPACK's defaults: no weight cache, fp32 arithmetic.
-    plain = dataclasses.replace(workload, bandwidth_probe_mb=0, weight_cache=False, fp16_arithmetic=False)
+    # LiteRT's Python loop runs with XNNPACK's defaults: no weight cache, fp32 arithmetic; it has no profiler.
+    plain = dataclasses.replace(workload, bandwidth_probe_mb=0, weight_cache=False, fp16_arithmetic=False,
+                                profile=False, api=None)
     return run_benchmark(device, program, model, plain, timeout, compute)
 
 
@@ -198,7 +204,8 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
         return report, result.command
 
     # What every run of the cell shares; the workload's flags follow.
-    common = [*program, "--model", model_on_device, "--prefill", workload.prefill_len]
+    common = [*program, "--model", model_on_device, "--prefill", workload.prefill_len,
+              *(["--api", workload.api] if workload.api else [])]
     arithmetic = ["--fp16-arithmetic"] if workload.fp16_arithmetic else []
     cold = build_cache(device, model_on_device, model_sha256, [*common, "--threads", threads, *arithmetic],
                        execute) if workload.weight_cache else None
@@ -208,7 +215,7 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
         argv += ["--top-k", workload.top_k]
     if workload.follow_tokens:
         argv += ["--follow-tokens", ",".join(map(str, workload.follow_tokens))]
-    argv += arithmetic + (["--weight-cache", cold.path] if cold else [])
+    argv += arithmetic + (["--weight-cache", cold.path] if cold else []) + (["--profile"] if workload.profile else [])
     before = device.transport.state()
     report, result = _run(device, argv, timeout, cpus)
     after = device.transport.state()

@@ -87,7 +87,7 @@ def settings_from(config: pytest.Config) -> Settings:
         accuracy_thresholds=_accuracy_thresholds(v["accuracy_thresholds"]), size=size,
         prefill=v["prefill"], decode=v["decode"], threads=v["threads"], warmup=v["warmup"], reps=v["reps"],
         depth=v["depth"], cpus=v["cpus"], bandwidth_probe_mb=v["bandwidth_probe_mb"],
-        weight_cache=v["weight_cache"], cv_limit_pct=v["cv_limit"],
+        weight_cache=v["weight_cache"], profile=v["profile"], cv_limit_pct=v["cv_limit"],
         cooldown_s=v["cooldown"], checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=v["seed"],
         runner_bin=Path(runner_bin).resolve() if runner_bin else None,
         runner_app=Path(runner_app).resolve() if runner_app else None, runner_timeout=v["runner_timeout"],

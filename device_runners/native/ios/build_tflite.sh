@@ -38,6 +38,7 @@ RUNNER_SYMBOLS=(
   TfLiteInterpreterOptionsCreate
   TfLiteInterpreterOptionsDelete
   TfLiteInterpreterOptionsSetNumThreads
+  TfLiteInterpreterOptionsSetTelemetryProfiler
   TfLiteModelCreateFromFile
   TfLiteModelCreateFromFileWithErrorReporter
   TfLiteModelDelete

@@ -59,6 +59,30 @@ struct ModelInfo {
   size_t kv_cache_bytes = 0;
 };
 
+// One event of a runtime's profiler (--profile; profiler.h attributes them).
+struct ProfileEvent {
+  enum Kind {
+    kNode,          // a node the interpreter invoked: a builtin or custom op
+    // A delegate's kernel node. Neither profiler reports one, so its span is
+    // inferred from where its operators' events fall between the nodes
+    // around them (profiler.cc); index numbers the kernels of a recording.
+    kDelegateNode,
+    // An operator inside the last kDelegateNode before it, timed by the
+    // delegate itself (XNNPACK: whole microseconds); index is its place in
+    // the kernel.
+    kDelegateOp,
+    // The runtime's own span: LiteRT's Invoke of a subgraph, its buffer
+    // registration and sync around a run.
+    kRuntime,
+  };
+  Kind kind = kNode;
+  std::string name;
+  int64_t index = -1;
+  int64_t subgraph = -1;
+  double start_us = 0;  // since the recording started; none for kDelegateOp
+  double us = 0;
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -72,6 +96,12 @@ class Engine {
   // Runs `decode` on one token; returns info().vocab logits that stay valid
   // until the next call.
   virtual const float* Decode(int32_t token, int32_t position) = 0;
+  // With EngineOptions::profile: records op events from StartProfile (which
+  // drops earlier ones) to StopProfile, which returns them in order.
+  virtual void StartProfile() = 0;
+  virtual std::vector<ProfileEvent> StopProfile() = 0;
+  // Which profiler records: "telemetry" or "litert".
+  virtual const char* profiler_name() const = 0;
 };
 
 // How an engine sets up XNNPACK; both engines honour every field.
@@ -83,6 +113,11 @@ struct EngineOptions {
   std::string weight_cache;
   // XNNPACK's FORCE_FP16 flag: fp32 operators computed in fp16.
   bool fp16_arithmetic = false;
+  // Attach the runtime's profiler at creation (it has to be there when
+  // XNNPACK prepares its kernel, for XNNPACK to time its operators), so that
+  // StartProfile/StopProfile work. Its hooks run on every invoke, recording
+  // or not: an engine with it on is for --profile's repetition only.
+  bool profile = false;
 };
 
 // Fails with kExitUsage where !LLM_RUNNER_HAS_COMPILED_MODEL.

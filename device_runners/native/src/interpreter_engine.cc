@@ -4,12 +4,14 @@
 // outputs are copied into the decode runner's KV inputs: the per-step copy
 // that the CompiledModel engine avoids.
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "engine.h"
 #include "litert_c_api.h"
 #include "owned.h"
+#include "profiler.h"
 
 namespace llm_runner {
 namespace {
@@ -41,6 +43,10 @@ size_t NumElements(const TfLiteTensor* tensor) {
   return n;
 }
 
+// With --profile, the copy of every KV output into the decode runner's
+// inputs after a step: the engine's own work, which CompiledModel avoids.
+constexpr char kKvCopySpan[] = "KV copy";
+
 // The tensors of one KV cache entry in both runners.
 struct KvTensors {
   TfLiteTensor* prefill_in;
@@ -58,6 +64,9 @@ class InterpreterEngine : public Engine {
   void ResetKvCache() override;
   void Prefill(const std::vector<int32_t>& tokens, int32_t start) override;
   const float* Decode(int32_t token, int32_t position) override;
+  void StartProfile() override;
+  std::vector<ProfileEvent> StopProfile() override;
+  const char* profiler_name() const override { return "telemetry"; }
 
  private:
   TfLiteTensor* Input(TfLiteSignatureRunner* runner, const char* name,
@@ -67,8 +76,10 @@ class InterpreterEngine : public Engine {
 
   // Destroyed in reverse: runners, interpreter, options, then the delegate,
   // which must outlive the interpreter, the model, and the cache path the
-  // delegate's options point at.
+  // delegate's options point at; the telemetry profiler outlives the
+  // interpreter too.
   std::string weight_cache_;
+  std::unique_ptr<TelemetryRecorder> telemetry_;  // with options.profile
   Owned<TfLiteModel*, TfLiteModelDelete> model_;
   Owned<TfLiteOpaqueDelegate*, TfLiteXNNPackDelegateDelete> delegate_;
   Owned<TfLiteInterpreterOptions*, TfLiteInterpreterOptionsDelete> options_;
@@ -112,6 +123,10 @@ InterpreterEngine::InterpreterEngine(const std::string& path,
   options_.reset(TfLiteInterpreterOptionsCreate());
   TfLiteInterpreterOptionsSetNumThreads(options_.get(), threads);
   TfLiteInterpreterOptionsAddDelegate(options_.get(), delegate_.get());
+  if (options.profile) {
+    telemetry_ = std::make_unique<TelemetryRecorder>();
+    TfLiteInterpreterOptionsSetTelemetryProfiler(options_.get(), telemetry_->get());
+  }
   interpreter_.reset(TfLiteInterpreterCreate(model_.get(), options_.get()));
   if (!interpreter_) {
     // With a verified flatbuffer this means buffers outside the file or
@@ -232,9 +247,13 @@ void InterpreterEngine::Prefill(const std::vector<int32_t>& tokens,
               tokens.size() * sizeof(int32_t));
   auto* positions = static_cast<int32_t*>(TfLiteTensorData(prefill_positions_));
   for (int i = 0; i < info_.prefill_len; ++i) positions[i] = start + i;
-  if (TfLiteSignatureRunnerInvoke(prefill_.get()) != kTfLiteOk) {
-    FailRuntime("TfLiteSignatureRunnerInvoke(prefill) failed");
+  {
+    const ScopedSpan span(telemetry_.get(), "Invoke");
+    if (TfLiteSignatureRunnerInvoke(prefill_.get()) != kTfLiteOk) {
+      FailRuntime("TfLiteSignatureRunnerInvoke(prefill) failed");
+    }
   }
+  const ScopedSpan span(telemetry_.get(), kKvCopySpan);
   for (const KvTensors& kv : kv_) {
     std::memcpy(TfLiteTensorData(kv.decode_in), TfLiteTensorData(kv.prefill_out),
                 kv.bytes);
@@ -245,14 +264,30 @@ const float* InterpreterEngine::Decode(int32_t token, int32_t position) {
   prefill_kv_current_ = false;
   static_cast<int32_t*>(TfLiteTensorData(decode_tokens_))[0] = token;
   static_cast<int32_t*>(TfLiteTensorData(decode_positions_))[0] = position;
-  if (TfLiteSignatureRunnerInvoke(decode_.get()) != kTfLiteOk) {
-    FailRuntime("TfLiteSignatureRunnerInvoke(decode) failed");
+  {
+    const ScopedSpan span(telemetry_.get(), "Invoke");
+    if (TfLiteSignatureRunnerInvoke(decode_.get()) != kTfLiteOk) {
+      FailRuntime("TfLiteSignatureRunnerInvoke(decode) failed");
+    }
   }
-  for (const KvTensors& kv : kv_) {
-    std::memcpy(TfLiteTensorData(kv.decode_in), TfLiteTensorData(kv.decode_out),
-                kv.bytes);
+  {
+    const ScopedSpan span(telemetry_.get(), kKvCopySpan);
+    for (const KvTensors& kv : kv_) {
+      std::memcpy(TfLiteTensorData(kv.decode_in), TfLiteTensorData(kv.decode_out),
+                  kv.bytes);
+    }
   }
   return static_cast<const float*>(TfLiteTensorData(logits_));
+}
+
+void InterpreterEngine::StartProfile() {
+  if (!telemetry_) FailRuntime("this engine was created without a profiler");
+  telemetry_->Start();
+}
+
+std::vector<ProfileEvent> InterpreterEngine::StopProfile() {
+  if (!telemetry_) FailRuntime("this engine was created without a profiler");
+  return telemetry_->Stop();
 }
 
 }  // namespace

@@ -299,6 +299,98 @@ TfLiteOpaqueDelegate* TfLiteXNNPackDelegateCreate(
     const TfLiteXNNPackDelegateOptions* options);
 void TfLiteXNNPackDelegateDelete(TfLiteOpaqueDelegate* delegate);
 
+// -------------------------------------------------------------- profiling --
+// What --profile uses (profiler.h). Both profilers are TFLite's
+// tflite::Profiler underneath, fed by the interpreter (one event per node it
+// invokes: a builtin op, or a delegate's kernel node) and by the XNNPACK
+// delegate (one event per XNNPACK operator inside its kernel node, timed by
+// XNNPACK itself, when the delegate was prepared with a profiler attached).
+
+// tflite::Profiler::EventType bits (tflite/core/api/profiler.h).
+enum {
+  kTfLiteProfileDefault = 1 << 0,                  // a span, e.g. Invoke
+  kTfLiteProfileOperatorInvoke = 1 << 1,           // metadata: node, subgraph
+  kTfLiteProfileDelegateOperatorInvoke = 1 << 2,   // metadata: delegate's op
+  kTfLiteProfileDelegateProfiledOperatorInvoke = 1 << 3,
+};
+
+// TFLite's telemetry profiler (tflite/profiling/telemetry/c/profiler.h): a
+// struct of callbacks the interpreter calls. Its header says the struct is
+// not ABI-stable; these seven members are the layout since TFLite 2.13 and in
+// 2.23. The interpreter passes on node events (Begin/End) and delegate
+// operator events that carry their own duration (ReportOpInvokeEvent, in
+// microseconds) and drops every other kind.
+typedef struct TfLiteTelemetrySettings TfLiteTelemetrySettings;  // unread
+typedef struct TfLiteTelemetryProfilerStruct {
+  void* data;
+  void (*ReportTelemetryEvent)(struct TfLiteTelemetryProfilerStruct* profiler,
+                               const char* event_name, uint64_t status);
+  void (*ReportTelemetryOpEvent)(
+      struct TfLiteTelemetryProfilerStruct* profiler, const char* event_name,
+      int64_t op_idx, int64_t subgraph_idx, uint64_t status);
+  void (*ReportSettings)(struct TfLiteTelemetryProfilerStruct* profiler,
+                         const char* setting_name,
+                         const TfLiteTelemetrySettings* settings);
+  uint32_t (*ReportBeginOpInvokeEvent)(
+      struct TfLiteTelemetryProfilerStruct* profiler, const char* op_name,
+      int64_t op_idx, int64_t subgraph_idx);
+  void (*ReportEndOpInvokeEvent)(struct TfLiteTelemetryProfilerStruct* profiler,
+                                 uint32_t event_handle);
+  void (*ReportOpInvokeEvent)(struct TfLiteTelemetryProfilerStruct* profiler,
+                              const char* op_name, uint64_t elapsed_time,
+                              int64_t op_idx, int64_t subgraph_idx);
+} TfLiteTelemetryProfilerStruct;
+
+// The profiler must outlive every interpreter created with these options
+// (c_api_experimental.h).
+void TfLiteInterpreterOptionsSetTelemetryProfiler(
+    TfLiteInterpreterOptions* options, TfLiteTelemetryProfilerStruct* profiler);
+
+// LiteRT's profiler (litert/c/litert_profiler.h). A compiled model has one
+// when its options enable profiling (runtime options, below); it records only
+// between Start and Stop.
+typedef struct LiteRtProfilerT* LiteRtProfiler;
+typedef struct LrtRuntimeOptions LrtRuntimeOptions;
+
+LiteRtStatus LrtCreateRuntimeOptions(LrtRuntimeOptions** options);
+void LrtDestroyRuntimeOptions(LrtRuntimeOptions* options);
+LiteRtStatus LrtSetRuntimeOptionsEnableProfiling(LrtRuntimeOptions* options,
+                                                 bool enable_profiling);
+LiteRtStatus LrtGetOpaqueRuntimeOptionsData(const LrtRuntimeOptions* options,
+                                            const char** identifier,
+                                            void** payload,
+                                            void (**payload_deleter)(void*));
+// The profiler stays owned by the compiled model; NULL without profiling.
+LiteRtStatus LiteRtCompiledModelGetProfiler(LiteRtCompiledModel compiled_model,
+                                            LiteRtProfiler* profiler);
+LiteRtStatus LiteRtStartProfiler(LiteRtProfiler profiler);
+LiteRtStatus LiteRtStopProfiler(LiteRtProfiler profiler);
+LiteRtStatus LiteRtResetProfiler(LiteRtProfiler profiler);
+LiteRtStatus LiteRtGetNumProfilerEvents(LiteRtProfiler profiler,
+                                        int* num_events);
+
+// One event (litert_profiler_event.h, ProfiledEventData). Its C++ definition
+// holds tflite::profiling::memory::MemoryUsage twice, three 8-byte fields in
+// this library; the header's C twin declares two, which would misread every
+// event after the first. LiteRtGetProfilerEvents copies 104 bytes per event
+// (read from its machine code, x86-64 0.18.1), which this layout matches on
+// every LP64 target; profiler.cc checks what it reads.
+typedef struct LiteRtProfiledEvent {
+  const char* tag;             // owned by the profiler
+  int32_t event_type;          // kTfLiteProfile* bits
+  uint64_t start_timestamp_us;
+  uint64_t elapsed_time_us;
+  int64_t begin_mem_usage[3];
+  int64_t end_mem_usage[3];
+  int64_t event_metadata1;     // node index, or the delegate's operator index
+  int64_t event_metadata2;     // subgraph index
+  int32_t event_source;        // 0 LiteRT, 1 TFLite interpreter, 2 delegate
+} LiteRtProfiledEvent;
+
+// Fails unless `num_events` holds every recorded event.
+LiteRtStatus LiteRtGetProfilerEvents(LiteRtProfiler profiler, int num_events,
+                                     LiteRtProfiledEvent* events);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -69,7 +69,7 @@ constexpr char kUsage[] =
     "                  [--prompt-tokens T1,T2,...] [--depth N]\n"
     "                  [--bandwidth-probe-mb N] [--no-warm-init]\n"
     "                  [--top-k N] [--follow-tokens T1,T2,...]\n"
-    "                  [--weight-cache PATH] [--fp16-arithmetic]\n"
+    "                  [--weight-cache PATH] [--fp16-arithmetic] [--profile]\n"
     "  --model PATH          .tflite with 'prefill' and 'decode' signatures\n"
     "  --prefill N           prompt length; must equal the prefill signature's\n"
     "                        length (default: that length)\n"
@@ -114,6 +114,12 @@ constexpr char kUsage[] =
     "                        FORCE_FP16) where the CPU has fp16 arithmetic\n"
     "                        (ARMv8.2 FP16, AVX512-FP16); fp16_arithmetic says\n"
     "                        whether it did\n"
+    "  --profile             after the measured repetitions, one more on an\n"
+    "                        engine of its own with the runtime's profiler on\n"
+    "                        (after one unprofiled repetition there): time per\n"
+    "                        op of its prefill and its last decode step, and\n"
+    "                        each phase's wall time (`profile`). The measured\n"
+    "                        engine never has a profiler attached\n"
     "  --help                print this help\n";
 
 // The defaults are the harness's (its Workload), so that a bare run measures
@@ -134,6 +140,7 @@ struct Args {
   std::vector<int32_t> follow_tokens;
   std::string weight_cache;  // empty: none
   bool fp16_arithmetic = false;
+  bool profile = false;
 };
 
 // main() prints the usage text before the message (see there).
@@ -230,6 +237,10 @@ Args ParseArgs(int argc, char** argv) {
       args.fp16_arithmetic = true;
       continue;
     }
+    if (flag == "--profile") {
+      args.profile = true;
+      continue;
+    }
     std::string value;
     const size_t eq = flag.find('=');
     if (eq != std::string::npos) {
@@ -276,7 +287,8 @@ Args ParseArgs(int argc, char** argv) {
     } else if (flag == "--weight-cache") {
       CheckWeightCachePath(value);
       args.weight_cache = value;
-    } else if (flag == "--no-warm-init" || flag == "--fp16-arithmetic") {
+    } else if (flag == "--no-warm-init" || flag == "--fp16-arithmetic" ||
+               flag == "--profile") {
       FailUsage(flag + " takes no value");
     } else {
       FailUsage("unknown flag '" + flag + "'");
@@ -447,15 +459,23 @@ struct Trace {
 // prompt token at P-1) to get the first logits (prefill returns none), as
 // LiteRT-LM does. With --follow-tokens, step i+1 feeds follow[i] instead of
 // step i's argmax; the top-k copy happens after the step's clock stops.
+// With `profile` (an engine created with EngineOptions::profile), the
+// prefill and the last decode step are recorded, the profiler started and
+// stopped outside their clocks.
 Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
-               const Args& args, Trace* trace, bool record_memory) {
+               const Args& args, Trace* trace, bool record_memory,
+               Profile* profile = nullptr) {
   const ModelInfo& info = engine.info();
   engine.ResetKvCache();
   *trace = Trace();
   Sample sample;
+  if (profile != nullptr) engine.StartProfile();
   const Clock::time_point start = Clock::now();
   engine.Prefill(prompt, 0);
   sample.prefill_s = Seconds(start, Clock::now());
+  if (profile != nullptr) {
+    profile->prefill = {sample.prefill_s, Attribute(engine.StopProfile())};
+  }
   if (record_memory) {
     trace->after_prefill = ReadMemorySplit("prefill", args.model, args.weight_cache);
   }
@@ -463,10 +483,13 @@ Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
   int32_t token = FillToDepth(engine, prompt, args.depth);
   int32_t position = DecodeStart(info.prefill_len, args.depth) - 1;
   for (int step = 0; step < args.decode; ++step) {
+    const bool profiled = profile != nullptr && step == args.decode - 1;
+    if (profiled) engine.StartProfile();
     const Clock::time_point step_start = Clock::now();
     const float* logits = engine.Decode(token, position++);
     token = Argmax(logits, info.vocab);
     const double step_s = Seconds(step_start, Clock::now());
+    if (profiled) profile->decode = {step_s, Attribute(engine.StopProfile())};
     if (step == 0) sample.first_step_s = step_s;
     sample.decode_s += step_s;
     trace->tokens.push_back(token);
@@ -673,6 +696,26 @@ std::string WeightCacheState(const std::string& path, const FileStamp& before) {
   return "cold";
 }
 
+// --profile's repetition, after the measured ones: on an engine of its own,
+// created with the profiler attached (the measured engine never has one,
+// since XNNPACK times its operators on every invoke of an engine it was
+// prepared for with a profiler). One unprofiled repetition goes first, as
+// --warmup's do for the measured engine: the first invoke of a new engine
+// does one-off work (XNNPACK's setup, first touches of the arena) that is
+// not where a repetition's time goes.
+Profile ProfileRepetition(const Args& args, EngineOptions options,
+                          const std::vector<int32_t>& prompt) {
+  options.profile = true;
+  double init_s = 0;
+  const std::unique_ptr<Engine> engine = InitEngine(args, options, &init_s);
+  Trace trace;
+  RunOnce(*engine, prompt, args, &trace, false);
+  Profile profile;
+  profile.profiler = engine->profiler_name();
+  RunOnce(*engine, prompt, args, &trace, false, &profile);
+  return profile;
+}
+
 // The report's fields that the flags decide, before anything is measured.
 RunnerReport NewReport(const Args& args) {
   RunnerReport report;
@@ -762,6 +805,8 @@ int Main(int argc, char** argv) {
   if (cached) {
     report.weight_cache_bytes = static_cast<int64_t>(StampOf(args.weight_cache).size);
   }
+  // After the peak memory too: the profiled engine is not what was measured.
+  if (args.profile) report.profile = ProfileRepetition(args, options, prompt);
   const size_t weight_bytes = CountWeightBytes(args.model);
   if (weight_bytes > 0) report.weight_bytes = static_cast<int64_t>(weight_bytes);
 

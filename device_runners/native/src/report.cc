@@ -63,6 +63,55 @@ void WriteTopLogits(JsonWriter& json,
   json.EndArray();
 }
 
+// An index, or null where it does not apply (-1).
+void IndexOrNull(JsonWriter& json, const char* key, int64_t value) {
+  IntOrNull(json, key, value < 0 ? std::nullopt : std::optional<int64_t>(value));
+}
+
+const char* KindName(ProfileEvent::Kind kind) {
+  switch (kind) {
+    case ProfileEvent::kNode: return "op";
+    case ProfileEvent::kDelegateNode: return "delegate_kernel";
+    case ProfileEvent::kDelegateOp: return "delegate_op";
+    case ProfileEvent::kRuntime: return "runtime";
+  }
+  return "";
+}
+
+// {"wall_us": W, "ops": [{"name", "kind", "node", "subgraph", "kernel",
+// "op", "us", "delegate"}, ...]} (profiler.h, OpTime).
+void WritePhase(JsonWriter& json, const char* key, const PhaseProfile& phase) {
+  json.BeginObject(key);
+  json.Field("wall_us", phase.wall_s * 1e6);
+  json.BeginArray("ops");
+  for (const OpTime& op : phase.ops) {
+    json.BeginObject();
+    json.Field("name", op.name);
+    json.Field("kind", KindName(op.kind));
+    IndexOrNull(json, "node", op.node);
+    IndexOrNull(json, "subgraph", op.subgraph);
+    IndexOrNull(json, "kernel", op.kernel);
+    IndexOrNull(json, "op", op.op);
+    json.Field("us", op.us);
+    json.Field("delegate", op.delegate());
+    json.EndObject();
+  }
+  json.EndArray();
+  json.EndObject();
+}
+
+void WriteProfile(JsonWriter& json, const std::optional<Profile>& profile) {
+  if (!profile) {
+    json.NullField("profile");
+    return;
+  }
+  json.BeginObject("profile");
+  json.Field("profiler", profile->profiler);
+  WritePhase(json, "prefill", profile->prefill);
+  WritePhase(json, "decode", profile->decode);
+  json.EndObject();
+}
+
 }  // namespace
 
 std::string ToJson(const RunnerReport& report) {
@@ -122,6 +171,7 @@ std::string ToJson(const RunnerReport& report) {
     json.EndObject();
   }
   json.EndArray();
+  WriteProfile(json, report.profile);
   return json.Finish();
 }
 

@@ -14,6 +14,7 @@
 
 #include "bandwidth_probe.h"
 #include "memory_split.h"
+#include "profiler.h"
 
 namespace llm_runner {
 
@@ -89,6 +90,10 @@ struct RunnerReport {
   // prefill and at the end of its decode (memory_split.h); empty where the
   // OS does not tell (Darwin).
   std::vector<MemorySplit> memory;
+  // --profile: op timings of one more repetition, run after the measured
+  // ones on an engine of its own with the profiler attached (profiler.h);
+  // absent without --profile.
+  std::optional<Profile> profile;
 };
 
 // The report as one line of JSON, without a trailing newline.
