@@ -8,14 +8,13 @@ Content-Security-Policy as the run report (templates/base.html.j2): no script, n
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
 
 from harness.artifacts.graph import ArtifactGraph, Fused, SignatureGraph, Variant, artifact_graph
+from reports.render import write_whole
 
 if TYPE_CHECKING:
     from harness.artifacts.cache import Artifact
@@ -54,7 +53,7 @@ def write_graph_page(graph: ArtifactGraph, out: Path, explore_args: str = "") ->
         explore_args=explore_args)
     out = Path(out)
     try:
-        _replace(out, html)
+        write_whole(out, html)
     except OSError as e:  # a folder that is a file, or not writable: one line naming the page
         raise GraphPageError(f"cannot write the graph page {out.name} in folder {out.parent}: "
                              f"{e.strerror or e}") from None
@@ -107,19 +106,3 @@ def _fused_view(f: Fused) -> dict:
                for sig in f.authored if f.converted.get(sig, 0) < f.authored[sig]]
     return {"name": f.name, "authored": f.authored, "converted": f.converted, "dropped": dropped,
             "replaces": _variants_text(f.replaces), "decomposition": _variants_text(f.decomposition)}
-
-
-def _replace(out: Path, text: str) -> None:
-    """Whole or not at all, as reports/render.py writes its pages: a reader never sees half a page."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        mask = os.umask(0)  # the only way to read it is to set it
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes it owner-only; a page is as readable as any file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

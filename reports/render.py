@@ -153,7 +153,7 @@ def _write(out: Path, template: str, **context) -> Path:
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), **context)
     out = Path(out)
     try:
-        _replace(out, html)
+        write_whole(out, html)
     except OSError as e:
         raise ReportError(f"cannot write the report {out.name} in folder {out.parent}: {_why(out.parent, e)}") from None
     return out
@@ -167,7 +167,7 @@ def _why(folder: Path, error: OSError) -> str:
     return f"{existing} is a file, not a folder" if not existing.is_dir() else error.strerror or str(error)
 
 
-def _replace(out: Path, text: str) -> None:
+def write_whole(out: Path, text: str) -> None:
     """Write `out` whole or not at all: a temporary file in the same folder, renamed over it. A reader (a
     browser, a CI artifact upload) never sees half a report, and a failed write keeps the previous one."""
     out.parent.mkdir(parents=True, exist_ok=True)
