@@ -74,33 +74,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from device_runners.device import open_device
-    from device_runners.runners.native import runner_for_target
-    from harness.measure.bench import RunnerError, Workload
-    from harness.measure.device_bench import DeviceBench
+    from harness.measure.bench import Workload
     from harness.measure.metrics import CellResult
     from reports.table import format_table
 
-    device = open_device(args.device)
-    model = args.artifact
-    if not model.is_file():
-        raise CliError(f"model file '{model}' does not exist")
-    meta = _meta(model)
-    prefill = args.prefill or meta.get("prefill_len")
-    if not prefill:
-        raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
-    runner = runner_for_target(device.profile.runner_target, args.runner_bin, args.runner_app)
-    workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus,
-                        args.bandwidth_probe_mb, weight_cache=args.weight_cache)
-    # The suites' path: the device's lock, then the run; closing it stops what still runs and cleans up.
-    device_bench = DeviceBench(device, runner, timeout=args.runner_timeout, cooldown_s=0)
-    try:
-        measured = device_bench.measure(model, workload, meta.get("compute"))
-    except RunnerError as e:
-        # The runner's exit code 3 means it could not load the model: its own line names the file.
-        raise CliError(e.load_error or str(e)) from None
-    finally:
-        device_bench.close()
+    device, model, prefill, measured = _measure_file(args, lambda prefill: Workload(
+        prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus, args.bandwidth_probe_mb,
+        weight_cache=args.weight_cache))
     if args.json:
         json.dump(measured.to_json(), sys.stdout, indent=2)
         print()
@@ -113,31 +93,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    from device_runners.device import open_device
-    from device_runners.runners.native import runner_for_target
     from harness.measure import profile
-    from harness.measure.bench import RunnerError, Workload
-    from harness.measure.device_bench import DeviceBench
+    from harness.measure.bench import Workload
 
-    device = open_device(args.device)
-    model = args.artifact
-    if not model.is_file():
-        raise CliError(f"model file '{model}' does not exist")
-    meta = _meta(model)
-    prefill = args.prefill or meta.get("prefill_len")
-    if not prefill:
-        raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
-    runner = runner_for_target(device.profile.runner_target, args.runner_bin, args.runner_app)
     # No bandwidth probe and no weight cache: neither changes where a repetition's time goes; both cost seconds.
-    workload = Workload(prefill, args.decode, args.threads, args.warmup, args.reps, cpus=args.cpus,
-                        bandwidth_probe_mb=0, weight_cache=False, profile=True, api=args.api)
-    device_bench = DeviceBench(device, runner, timeout=args.runner_timeout, cooldown_s=0)
-    try:
-        measured = device_bench.measure(model, workload, meta.get("compute"))
-    except RunnerError as e:
-        raise CliError(e.load_error or str(e)) from None
-    finally:
-        device_bench.close()
+    device, model, _, measured = _measure_file(args, lambda prefill: Workload(
+        prefill, args.decode, args.threads, args.warmup, args.reps, cpus=args.cpus, bandwidth_probe_mb=0,
+        weight_cache=False, profile=True, api=args.api))
     report = measured.report
     if report.profile is None:
         raise CliError(f"the runner on {device.name} printed no profile")
@@ -155,6 +117,35 @@ def cmd_profile(args: argparse.Namespace) -> None:
         print(profile.format_phase(summary))
         print()
         print(profile.format_top(summary))
+
+
+def _measure_file(args: argparse.Namespace, workload_for):
+    """`bench` and `profile` on a model file: the device, the file, its prefill length (--prefill, else its
+    meta.json) and the measurement of workload_for(prefill), the suites' way (the device's lock, then the run;
+    closing the bench stops what still runs and cleans up)."""
+    from device_runners.device import open_device
+    from device_runners.runners.native import runner_for_target
+    from harness.measure.bench import RunnerError
+    from harness.measure.device_bench import DeviceBench
+
+    device = open_device(args.device)
+    model = args.artifact
+    if not model.is_file():
+        raise CliError(f"model file '{model}' does not exist")
+    meta = _meta(model)
+    prefill = args.prefill or meta.get("prefill_len")
+    if not prefill:
+        raise CliError(f"--prefill is needed for '{model}': no meta.json beside it (not converted by the harness)")
+    runner = runner_for_target(device.profile.runner_target, args.runner_bin, args.runner_app)
+    device_bench = DeviceBench(device, runner, timeout=args.runner_timeout, cooldown_s=0)
+    try:
+        measured = device_bench.measure(model, workload_for(prefill), meta.get("compute"))
+    except RunnerError as e:
+        # The runner's exit code 3 means it could not load the model: its own line names the file.
+        raise CliError(e.load_error or str(e)) from None
+    finally:
+        device_bench.close()
+    return device, model, prefill, measured
 
 
 def _meta(model: Path) -> dict:
