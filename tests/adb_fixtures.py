@@ -76,11 +76,14 @@ def adb_server() -> Iterator[adbutils.AdbClient]:
 def fake_adb_device(adb_server: adbutils.AdbClient, tmp_path: Path) -> Iterator[Callable[..., FakeDevice]]:
     started: list[FakeDevice] = []
 
-    def start(name: str = "device", quota_bytes: int | None = None) -> FakeDevice:
+    def start(name: str = "device", quota_bytes: int | None = None, battery_trace: Path | None = None
+              ) -> FakeDevice:
         root = tmp_path / name
         cmd = [sys.executable, "-m", "device_runners.fake_adbd", "--port", "0", "--root", str(root)]
         if quota_bytes is not None:
             cmd += ["--quota-bytes", str(quota_bytes)]
+        if battery_trace is not None:
+            cmd += ["--battery-trace", str(battery_trace)]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
         line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT", or "" if it died
         if not line.startswith("listening on "):

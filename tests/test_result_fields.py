@@ -29,11 +29,14 @@ def test_every_result_field_is_a_column_and_an_exported_field():
 
 def test_gate_metrics_are_the_fields_with_a_direction():
     memory = {"mem_model_file_mb", "mem_weight_cache_mb", "mem_anonymous_mb", "mem_pss_mb", "mem_swap_mb"}
-    assert set(METRICS) == {"prefill_tok_s", "decode_tok_s", "ttft_ms", "init_ms", "peak_rss_mb"} | memory
+    energy = {"prefill_j_tok", "decode_j_tok"}
+    assert set(METRICS) == {"prefill_tok_s", "decode_tok_s", "ttft_ms", "init_ms", "peak_rss_mb"} | memory | energy
     assert METRICS["decode_tok_s"].higher_is_better and not METRICS["ttft_ms"].higher_is_better
     assert not METRICS["init_ms"].compared and METRICS["prefill_tok_s"].sampled
     # The memory split takes limits only: its file-backed parts move with the page cache between runs.
     assert not any(METRICS[m].compared or METRICS[m].higher_is_better for m in memory)
+    # Energy too: one value per cell, no repetitions for a test to tell a change from noise with.
+    assert not any(METRICS[m].compared or METRICS[m].higher_is_better or METRICS[m].sampled for m in energy)
 
 
 def test_unknown_result_field_is_refused():
@@ -46,12 +49,14 @@ def test_settings_and_workload_defaults_are_the_registrys():
     for dest, attr in [("device", "devices"), ("quant", "quants"), ("prefill", "prefill"), ("decode", "decode"),
                        ("threads", "threads"), ("reps", "reps"), ("warmup", "warmup"), ("cv_limit", "cv_limit_pct"),
                        ("bandwidth_probe_mb", "bandwidth_probe_mb"), ("runner_timeout", "runner_timeout"),
-                       ("cooldown", "cooldown_s"), ("seed", "seed"), ("weight_cache", "weight_cache")]:
+                       ("cooldown", "cooldown_s"), ("seed", "seed"), ("weight_cache", "weight_cache"),
+                       ("energy", "energy"), ("energy_idle", "energy_idle_s")]:
         assert getattr(settings, attr) == OPTIONS[dest].default, dest
     assert dataclasses.astuple(workload)[:5] == tuple(first_default(d) for d in
                                                       ("prefill", "decode", "threads", "warmup", "reps"))
     assert workload.bandwidth_probe_mb == OPTIONS["bandwidth_probe_mb"].default
     assert workload.weight_cache == OPTIONS["weight_cache"].default is True  # apps ship the cache: so do cells
+    assert (workload.energy, workload.energy_idle_s) == (OPTIONS["energy"].default, OPTIONS["energy_idle"].default)
 
 
 def _defaults_in_help(text: str) -> dict[str, int]:

@@ -27,7 +27,7 @@ KV_CACHE_BYTES = 2 * LAYERS * KV_LEN * KV_HEADS * HEAD_DIM * 4  # k and v, float
 FIELDS = {"runner", "runner_version", "api", "runtime", "runtime_version", "model", "model_bytes", "threads",
           "prefill_len", "decode_len", "depth", "kv_len", "vocab", "num_layers", "kv_cache_bytes", "weight_bytes",
           "warmup", "init_ms", "init_warm_ms", "samples", "tokens", "top_logits", "peak_rss_kb", "vmhwm_kb",
-          "bandwidth", "xnnpack", "fp16_arithmetic", "weight_cache", "weight_cache_bytes", "memory", "profile"}
+          "bandwidth", "xnnpack", "fp16_arithmetic", "weight_cache", "weight_cache_bytes", "memory", "profile", "power"}
 SAMPLE_FIELDS = {"prefill_s", "prefill_tok_s", "decode_s", "decode_tok_s", "ttft_ms"}
 BANDWIDTH_FIELDS = {"read_gb_s", "median_gb_s", "probe_bytes", "threads", "passes"}
 
@@ -248,9 +248,12 @@ def test_missing_or_corrupt_model_exits_3_with_one_line_naming_the_file(runner, 
     ["--model", "m.tflite", "--no-warm-init=1"],
     ["--model", "m.tflite", "--fp16-arithmetic=1"],
     ["--model", "m.tflite", "--weight-cache"],
+    ["--model", "m.tflite", "--power-hz", "0"],
+    ["--model", "m.tflite", "--power-hz", "5000"],
+    ["--model", "m.tflite", "--power-file", ""],
 ], ids=["no-value", "no-model", "unknown-flag", "not-a-number", "zero-threads", "zero-reps", "bad-api",
         "bad-token-list", "negative-depth", "bad-probe-size", "value-for-no-warm-init", "value-for-fp16-arithmetic",
-        "no-weight-cache-path"])
+        "no-weight-cache-path", "zero-power-hz", "power-hz-above-1000", "empty-power-file"])
 def test_bad_flags_exit_2_with_usage(runner, args):
     proc = run(runner, *args)
     assert proc.returncode == 2
@@ -259,7 +262,8 @@ def test_bad_flags_exit_2_with_usage(runner, args):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     for flag in ("--model", "--prefill", "--decode", "--threads", "--warmup", "--reps", "--api",
                  "--prompt-tokens", "--depth", "--bandwidth-probe-mb", "--no-warm-init", "--top-k",
-                 "--follow-tokens", "--weight-cache", "--fp16-arithmetic"):
+                 "--follow-tokens", "--weight-cache", "--fp16-arithmetic", "--power-file", "--power-counter",
+                 "--power-hz", "--power-idle-ms"):
         assert flag in proc.stderr
 
 

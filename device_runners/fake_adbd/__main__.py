@@ -1,4 +1,4 @@
-"""python -m device_runners.fake_adbd --port 5555 --root DIR [--quota-bytes N]
+"""python -m device_runners.fake_adbd --port 5555 --root DIR [--quota-bytes N] [--battery-trace TRACE.json]
 
 Then `adb connect 127.0.0.1:5555`. Prints "listening on HOST:PORT" once it accepts connections (with
 --port 0, the port the system chose).
@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=5555, help="TCP port; 0 picks a free one [5555]")
     ap.add_argument("--quota-bytes", type=int, default=None,
                     help="storage the device offers under /data; a push beyond it fails with ENOSPC")
+    ap.add_argument("--battery-trace", type=Path, default=None,
+                    help="serve this current/voltage trace as /sys/class/power_supply/battery (battery.py); "
+                         "without it the device has no power meter")
     args = ap.parse_args(argv)
-    adbd = FakeAdbd(args.root, args.host, args.port, args.quota_bytes)
+    adbd = FakeAdbd(args.root, args.host, args.port, args.quota_bytes, args.battery_trace)
 
     def stop(signum: int, _frame: object) -> None:  # leave no command of the device running
         adbd.shutdown()

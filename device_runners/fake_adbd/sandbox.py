@@ -3,7 +3,8 @@
 No chroot: every command runs through /bin/sh on the host (so `timeout`, `taskset`, `sha256sum`, `stat` are the
 host's), with the device paths in its command line rewritten to their folder under the root and the root
 stripped from what it prints. What the harness reads about a phone lives under the root with Pixel-8-like
-values: getprop's properties, cpufreq (1×2.91 GHz, 4×2.37 GHz, 4×1.70 GHz) and thermal zones. `taskset` is a
+values: getprop's properties, cpufreq (1×2.91 GHz, 4×2.37 GHz, 4×1.70 GHz) and thermal zones; a battery only
+when started with a trace to serve (battery.py), else no power meter at all. `taskset` is a
 shim that parses the mask as toybox does and maps the device's cores onto the host's, which are fewer.
 """
 
@@ -21,8 +22,12 @@ import sys
 import threading
 from pathlib import Path
 
-# Device paths that live under the root; everything else (/proc, /bin, ...) is the host's own.
-MAPPED = ("/data/", "/sdcard/", "/sys/devices/system/cpu", "/sys/class/thermal")
+from device_runners.fake_adbd.battery import Battery, BatteryTrace
+
+# Device paths that live under the root; everything else (/proc, /bin, ...) is the host's own. The power meters'
+# folders are the device's too, so that this host's own (a laptop's battery, RAPL) never pass for the phone's.
+MAPPED = ("/data/", "/sdcard/", "/sys/devices/system/cpu", "/sys/class/thermal", "/sys/class/power_supply",
+          "/sys/class/hwmon", "/sys/class/powercap", "/sys/bus/iio")
 # A path starts after a delimiter (start, space, quote, =, :, >, <), never inside another path or word.
 _DEVICE_PATH = re.compile(r"(?<![\w./-])(?=" + "|".join(map(re.escape, MAPPED)) + ")")
 
@@ -48,16 +53,19 @@ def default_props() -> dict[str, str]:
 
 
 class Sandbox:
-    def __init__(self, root: Path, quota_bytes: int | None = None, props: dict[str, str] | None = None):
+    def __init__(self, root: Path, quota_bytes: int | None = None, props: dict[str, str] | None = None,
+                 battery_trace: Path | None = None):
         self.root = Path(root).resolve()
         self.quota_bytes = quota_bytes
         self.props = props or default_props()
         self._procs: set[subprocess.Popen] = set()
         self._procs_lock = threading.Lock()
         self._layout()
+        if battery_trace is not None:
+            self.battery = Battery(self.root / "sys/class/power_supply/battery", BatteryTrace.load(battery_trace))
 
     def _layout(self) -> None:
-        for sub in ("data/local/tmp", "sdcard", "system/bin"):
+        for sub in ("data/local/tmp", "sdcard", "system/bin", "sys/class/power_supply"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         cpu_dir = self.root / "sys/devices/system/cpu"
         for cpu, khz in PIXEL8_MAX_KHZ.items():

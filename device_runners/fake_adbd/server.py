@@ -13,8 +13,9 @@ from device_runners.fake_adbd.sandbox import Sandbox
 
 
 class FakeAdbd:
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, quota_bytes: int | None = None):
-        self.sandbox = Sandbox(root, quota_bytes)
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, quota_bytes: int | None = None,
+                 battery_trace: Path | None = None):
+        self.sandbox = Sandbox(root, quota_bytes, battery_trace=battery_trace)
         self.log_path = self.sandbox.root / "adbd.log"  # beside the device's folders, not inside them
         self._log_lock = threading.Lock()
         self._listener = socket.create_server((host, port))

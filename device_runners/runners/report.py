@@ -124,6 +124,41 @@ class Profile:
 
 
 @dataclasses.dataclass(frozen=True)
+class PowerWindow:
+    """A timed span the power readings are integrated over (native/src/power_sampler.h): "idle" (rep -1), or a
+    measured repetition's "prefill" or "decode"; each counter's text read just before and just after it."""
+
+    phase: str
+    rep: int
+    start_ns: int  # the runner's steady clock (CLOCK_MONOTONIC on Linux and Android)
+    end_ns: int
+    start_text: list[str]
+    end_text: list[str]
+
+    @property
+    def seconds(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerTrace:
+    """The runner's --power-file readings (every 1/hz s) and --power-counter readings (at window edges), as read:
+    units, signs and wraps are harness/measure/energy.py's."""
+
+    hz: int  # asked for
+    files: list[str]
+    counters: list[str]
+    samples: list[list[int | None]]  # [t_ns, one value per file (None: the read failed)]
+    windows: list[PowerWindow]
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> PowerTrace:
+        windows = [PowerWindow(**{f.name: w[f.name] for f in dataclasses.fields(PowerWindow)}) for w in doc["windows"]]
+        return cls(int(doc["hz"]), list(doc["files"]), list(doc["counters"]), [list(s) for s in doc["samples"]],
+                   windows)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunnerReport:
     runner: str
     runner_version: str
@@ -164,6 +199,8 @@ class RunnerReport:
     memory: list[MemorySplit] = dataclasses.field(default_factory=list)
     # --profile's op timings (native/src/profiler.h); None without it, and from runtimes that cannot profile.
     profile: Profile | None = None
+    # --power-file/--power-counter readings around the timed phases; None without them.
+    power: PowerTrace | None = None
 
     @property
     def peak_kb(self) -> int | None:
@@ -189,11 +226,13 @@ class RunnerReport:
             memory = [MemorySplit(**{f.name: m[f.name] for f in dataclasses.fields(MemorySplit)})
                       for m in doc["memory"]]
             profile = None if doc["profile"] is None else Profile.from_json(doc["profile"])
+            power = None if doc["power"] is None else PowerTrace.from_json(doc["power"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ReportError(f"runner document has a malformed sample, bandwidth, top_logits, memory or profile: "
-                              f"{e!r}") from None
-        return cls(**{k: doc[k] for k in fields - {"samples", "bandwidth", "top_logits", "memory", "profile"}},
-                   samples=samples, bandwidth=bandwidth, top_logits=top, memory=memory, profile=profile)
+            raise ReportError(f"runner document has a malformed sample, bandwidth, top_logits, memory, profile or "
+                              f"power: {e!r}") from None
+        parsed = {"samples", "bandwidth", "top_logits", "memory", "profile", "power"}
+        return cls(**{k: doc[k] for k in fields - parsed}, samples=samples, bandwidth=bandwidth, top_logits=top,
+                   memory=memory, profile=profile, power=power)
 
     def memory_at(self, phase: str) -> MemorySplit | None:
         return next((m for m in self.memory if m.phase == phase), None)

@@ -80,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     device, model, prefill, measured = _measure_file(args, lambda prefill: Workload(
         prefill, args.decode, args.threads, args.warmup, args.reps, args.depth, args.cpus, args.bandwidth_probe_mb,
-        weight_cache=args.weight_cache))
+        weight_cache=args.weight_cache, energy=args.energy, energy_idle_s=args.energy_idle))
     if args.json:
         json.dump(measured.to_json(), sys.stdout, indent=2)
         print()

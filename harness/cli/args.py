@@ -129,7 +129,8 @@ def _device_commands(sub, devices: list[str]) -> None:
     b.add_argument("artifact", type=Path)
     b.add_argument("--device", default="host", help=f"one of: {', '.join(devices)} [host]")
     _add_lengths(b, None)
-    _add(b, "threads", "depth", "cpus", "bandwidth_probe_mb", "reps", "warmup", "runner_timeout", "weight_cache")
+    _add(b, "threads", "depth", "cpus", "bandwidth_probe_mb", "reps", "warmup", "runner_timeout", "weight_cache",
+         "energy", "energy_idle")
     b.add_argument("--timeout", dest="runner_timeout", type=_one(OPTIONS["runner_timeout"]),
                    default=argparse.SUPPRESS, help="the same as --runner-timeout")
     b.add_argument("--runner-bin", type=Path, default=None, help="a prebuilt runner binary")

@@ -132,6 +132,12 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in (
            "after each cell's measured repetitions, one more with the runtime's profiler on (untimed, on an engine "
            "of its own): time per op type of the prefill and of one decode step, stored with the cell and shown in "
            "the report"),
+    Option("--energy", "switch", True,
+           "energy per token where the device has a power meter (a battery's current and voltage, a Jetson's "
+           "INA3221, a Pixel's power monitor, RAPL): an idle window before each cell's measured repetitions, then "
+           "W and J/token per phase, idle subtracted; elsewhere the cell says why it is unavailable"),
+    Option("--energy-idle", "float", 3.0, "seconds of the idle window whose draw energy per token subtracts",
+           minimum=0.1),
     Option("--cv-limit", "float", 3.0, "CV (%) above which a figure is flagged unstable", minimum=0),
     Option("--cooldown", "float", 60.0, "most seconds to wait between cells for temperatures to settle",
            minimum=0),

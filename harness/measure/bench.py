@@ -19,7 +19,7 @@ from device_runners.runners.report import ReportError, RunnerReport
 from device_runners.transports.state import changes
 from harness.common.options import default, first_default
 from harness.common.text import tail
-from harness.measure import stats
+from harness.measure import energy, stats
 from harness.measure.metrics import SAMPLED
 from harness.measure.provenance import HARNESS_VERSION, git_commit
 from harness.measure.roofline import roofline
@@ -63,6 +63,10 @@ class Workload:
     # timings of its prefill and last decode step in report.profile (harness/measure/profile.py reads them). It
     # runs on an engine of its own, so the measured repetitions are the same with it or without it.
     profile: bool = False
+    # Energy per token where the device has a power meter (harness/measure/energy.py): the runner reads it from an
+    # idle window of energy_idle_s before the measured repetitions to their end.
+    energy: bool = default("energy")
+    energy_idle_s: float = default("energy_idle")
     api: str | None = None  # the runner's --api (compiled_model, interpreter); None: the runner's default
 
     def __post_init__(self) -> None:
@@ -105,6 +109,7 @@ class Measurement:
     device_state: dict  # before and after: frequencies, temperatures, throttling
     provenance: dict  # which bytes ran where, built from which commit, by which exact command
     cold_run: ColdRun | None = None  # the weight cache's cold run; None with the cache off
+    energy: dict | None = None  # harness/measure/energy.py's figures; None where energy was not asked for
 
     def median(self, name: str) -> float:
         return self.spread[name]["median"]
@@ -132,7 +137,7 @@ class Measurement:
             "peak_rss_cache_cold_mb": None if self.cold_run is None else self.cold_run.report.peak_kb / 1024,
             "weight_cache_mb": None if self.report.weight_cache_bytes is None else
             self.report.weight_cache_bytes / 2**20,
-            **self.memory_figures(),
+            **self.memory_figures(), **(self.energy or {}),
             "threads": self.threads, "cpus": ",".join(map(str, self.cpus)), "depth": self.depth,
             "prefill_cv_pct": self.spread["prefill_tok_s"]["cv_pct"], "decode_cv_pct": decode["cv_pct"],
             "decode_ci_low": decode["ci95"][0], "decode_ci_high": decode["ci95"][1],
@@ -184,7 +189,7 @@ def bench_inprocess(device: Device, model: Path, workload: Workload, timeout: fl
     program = [sys.executable, "-m", "device_runners.runners.inprocess"]
     # LiteRT's Python loop runs with XNNPACK's defaults: no weight cache, fp32 arithmetic; it has no profiler.
     plain = dataclasses.replace(workload, bandwidth_probe_mb=0, weight_cache=False, fp16_arithmetic=False,
-                                profile=False, api=None)
+                                profile=False, energy=False, api=None)
     return run_benchmark(device, program, model, plain, timeout, compute)
 
 
@@ -216,6 +221,10 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
     if workload.follow_tokens:
         argv += ["--follow-tokens", ",".join(map(str, workload.follow_tokens))]
     argv += arithmetic + (["--weight-cache", cold.path] if cold else []) + (["--profile"] if workload.profile else [])
+    # Probed per cell: a phone plugged in since the last one charges, and its battery then says nothing.
+    source = energy.find_source(device.transport) if workload.energy else None
+    if isinstance(source, energy.PowerSource):
+        argv += source.runner_flags(workload.energy_idle_s)
     before = device.transport.state()
     report, result = _run(device, argv, timeout, cpus)
     after = device.transport.state()
@@ -225,6 +234,8 @@ def run_benchmark(device: Device, program: list[str], model: Path, workload: Wor
                           f"(weight_cache {report.weight_cache!r}): {command}\nstderr tail:\n{tail(result.stderr)}")
     measured = summarize(device, report, Context(command, result.command, cpus, threads, workload.depth,
                                                  model_sha256, before, after), compute, cv_limit_pct, cold)
+    if source is not None:
+        measured.energy = energy.figures(report, source)
     if workload.fp16_arithmetic and not report.fp16_arithmetic:
         measured.warnings.append("fp16 arithmetic asked for, but this CPU has none: fp32 arithmetic")
     return measured

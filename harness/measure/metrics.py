@@ -70,6 +70,17 @@ class CellResult:
     mem_anonymous_mb: float = figure("anonymous", " MB", "{:.0f}", better="lower", compared=False)
     mem_pss_mb: float = figure("PSS", " MB", "{:.0f}", better="lower", compared=False)
     mem_swap_mb: float = figure("swap", " MB", "{:.0f}", better="lower", compared=False)
+    # Energy where the device has a power meter (harness/measure/energy.py): `energy` names the meter, its units
+    # and sampling rate, or says `unavailable: <why>` (no meter, a charging battery, a phase too short to
+    # integrate); the average draw of the idle window, the prefills and the decodes; J per token of each phase
+    # with the idle draw subtracted. Limits only: one value per cell, so no test can tell a change from noise.
+    energy: str = text("energy")
+    energy_hz: float = figure("energy Hz", " Hz", "{:.0f}")
+    idle_w: float = figure("idle power", " W", "{:.2f}")
+    prefill_w: float = figure("prefill power", " W", "{:.2f}")
+    decode_w: float = figure("decode power", " W", "{:.2f}")
+    prefill_j_tok: float = figure("prefill energy", " J/tok", "{:.4f}", better="lower", compared=False)
+    decode_j_tok: float = figure("decode energy", " J/tok", "{:.4f}", better="lower", compared=False)
     prefill_cv_pct: float = figure("prefill cv%")
     decode_cv_pct: float = figure("decode cv%")
     decode_ci_low: float = figure("decode CI low")

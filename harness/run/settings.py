@@ -75,6 +75,8 @@ class Settings:
     bandwidth_probe_mb: int = default("bandwidth_probe_mb")
     weight_cache: bool = default("weight_cache")  # XNNPACK's weight cache beside the model (Workload)
     profile: bool = default("profile")  # one more, profiled repetition per cell (Workload)
+    energy: bool = default("energy")  # energy per token where the device has a meter (Workload)
+    energy_idle_s: float = default("energy_idle")
     cv_limit_pct: float = default("cv_limit")
     cooldown_s: float = default("cooldown")  # most seconds to wait between cells for temperatures to settle
     checkpoint_dir: Path | None = None
@@ -109,4 +111,5 @@ class Settings:
         # fp16 artifacts are not asked to compute in fp16 (Workload.fp16_arithmetic): XNNPACK rejects FORCE_FP16
         # on these exports' attention composite (harness/measure/bench.py says more).
         return Workload(cell.prefill, cell.decode, cell.threads, self.warmup, self.reps, cell.depth, self.cpus,
-                        self.bandwidth_probe_mb, weight_cache=self.weight_cache, profile=self.profile)
+                        self.bandwidth_probe_mb, weight_cache=self.weight_cache, profile=self.profile,
+                        energy=self.energy, energy_idle_s=self.energy_idle_s)

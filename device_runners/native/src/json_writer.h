@@ -59,10 +59,28 @@ class JsonWriter {
     Key(key);
     Open('[');
   }
+  // An array element of the enclosing array.
+  void BeginArray() {
+    Comma();
+    Open('[');
+  }
   void EndArray() { Close(']'); }
+  // Scalar elements of the enclosing array.
+  void Element(const std::string& value) {
+    Comma();
+    String(value);
+  }
+  void Element(long long value) {
+    Comma();
+    out_ += std::to_string(value);
+  }
+  void NullElement() {
+    Comma();
+    out_ += "null";
+  }
   // An object element of the enclosing array.
   void BeginObject() {
-    if (need_comma_) out_ += ',';
+    Comma();
     Open('{');
   }
   // An object-valued field of the enclosing object.
@@ -75,6 +93,10 @@ class JsonWriter {
   std::string Finish() { return out_ + "}"; }
 
  private:
+  void Comma() {
+    if (need_comma_) out_ += ',';
+    need_comma_ = true;
+  }
   void Key(const char* key) {
     if (need_comma_) out_ += ',';
     String(key);

@@ -32,11 +32,13 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bandwidth_probe.h"
 #include "engine.h"
 #include "litert_c_api.h"
+#include "power_sampler.h"
 #include "report.h"
 #include "run_main.h"
 
@@ -70,6 +72,8 @@ constexpr char kUsage[] =
     "                  [--bandwidth-probe-mb N] [--no-warm-init]\n"
     "                  [--top-k N] [--follow-tokens T1,T2,...]\n"
     "                  [--weight-cache PATH] [--fp16-arithmetic] [--profile]\n"
+    "                  [--power-file PATH]... [--power-counter PATH]...\n"
+    "                  [--power-hz N] [--power-idle-ms N]\n"
     "  --model PATH          .tflite with 'prefill' and 'decode' signatures\n"
     "  --prefill N           prompt length; must equal the prefill signature's\n"
     "                        length (default: that length)\n"
@@ -120,6 +124,18 @@ constexpr char kUsage[] =
     "                        op of its prefill and its last decode step, and\n"
     "                        each phase's wall time (`profile`). The measured\n"
     "                        engine never has a profiler attached\n"
+    "  --power-file PATH     read this file's number every 1/--power-hz s from\n"
+    "                        the idle window to the last repetition's end (a\n"
+    "                        battery's current_now, voltage_now; repeatable)\n"
+    "  --power-counter PATH  read this file's text at the start and end of the\n"
+    "                        idle window and of every measured prefill and\n"
+    "                        decode (RAPL's energy_uj; repeatable)\n"
+    "  --power-hz N          --power-file's sampling rate (default 50)\n"
+    "  --power-idle-ms N     with --power-file or --power-counter: after the\n"
+    "                        warmup, an idle window of N ms before the measured\n"
+    "                        repetitions, the baseline the harness subtracts\n"
+    "                        (default 0). Readings, times and windows are in\n"
+    "                        `power`, as read: units are the harness's\n"
     "  --help                print this help\n";
 
 // The defaults are the harness's (its Workload), so that a bare run measures
@@ -141,6 +157,12 @@ struct Args {
   std::string weight_cache;  // empty: none
   bool fp16_arithmetic = false;
   bool profile = false;
+  std::vector<std::string> power_files;
+  std::vector<std::string> power_counters;
+  int power_hz = 50;
+  int power_idle_ms = 0;
+
+  bool power() const { return !power_files.empty() || !power_counters.empty(); }
 };
 
 // main() prints the usage text before the message (see there).
@@ -287,6 +309,14 @@ Args ParseArgs(int argc, char** argv) {
     } else if (flag == "--weight-cache") {
       CheckWeightCachePath(value);
       args.weight_cache = value;
+    } else if (flag == "--power-file" || flag == "--power-counter") {
+      if (value.empty()) FailUsage(flag + " needs a file path");
+      (flag == "--power-file" ? args.power_files : args.power_counters).push_back(value);
+    } else if (flag == "--power-hz") {
+      args.power_hz = ParseInt(flag, value, 1);
+      if (args.power_hz > 1000) FailUsage("--power-hz is at most 1000, got " + value);
+    } else if (flag == "--power-idle-ms") {
+      args.power_idle_ms = ParseInt(flag, value, 0);
     } else if (flag == "--no-warm-init" || flag == "--fp16-arithmetic" ||
                flag == "--profile") {
       FailUsage(flag + " takes no value");
@@ -462,17 +492,22 @@ struct Trace {
 // With `profile` (an engine created with EngineOptions::profile), the
 // prefill and the last decode step are recorded, the profiler started and
 // stopped outside their clocks.
+// With `power`, the prefill and the decode are each a window of it (rep
+// `rep`), opened and closed outside their clocks.
 Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
                const Args& args, Trace* trace, bool record_memory,
-               Profile* profile = nullptr) {
+               Profile* profile = nullptr, PowerSampler* power = nullptr,
+               int rep = -1) {
   const ModelInfo& info = engine.info();
   engine.ResetKvCache();
   *trace = Trace();
   Sample sample;
   if (profile != nullptr) engine.StartProfile();
+  const size_t prefill_window = power ? power->Begin("prefill", rep) : 0;
   const Clock::time_point start = Clock::now();
   engine.Prefill(prompt, 0);
   sample.prefill_s = Seconds(start, Clock::now());
+  if (power) power->End(prefill_window);
   if (profile != nullptr) {
     profile->prefill = {sample.prefill_s, Attribute(engine.StopProfile())};
   }
@@ -482,6 +517,7 @@ Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
 
   int32_t token = FillToDepth(engine, prompt, args.depth);
   int32_t position = DecodeStart(info.prefill_len, args.depth) - 1;
+  const size_t decode_window = power ? power->Begin("decode", rep) : 0;
   for (int step = 0; step < args.decode; ++step) {
     const bool profiled = profile != nullptr && step == args.decode - 1;
     if (profiled) engine.StartProfile();
@@ -500,6 +536,7 @@ Sample RunOnce(Engine& engine, const std::vector<int32_t>& prompt,
       token = args.follow_tokens[step];
     }
   }
+  if (power) power->End(decode_window);
   if (record_memory) {
     trace->after_decode = ReadMemorySplit("decode", args.model, args.weight_cache);
   }
@@ -783,11 +820,23 @@ int Main(int argc, char** argv) {
 
   Trace trace;
   const int runs = args.warmup + args.reps;
+  std::optional<PowerSampler> power;
   for (int rep = 0; rep < runs; ++rep) {
+    if (rep == args.warmup && args.power()) {
+      // The baseline: the model loaded and warm, nothing running.
+      power.emplace(args.power_files, args.power_counters, args.power_hz);
+      power->Start();
+      const size_t idle = power->Begin("idle", -1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(args.power_idle_ms));
+      power->End(idle);
+    }
     // Memory on the last repetition only: reading smaps walks every mapping.
-    const Sample sample = RunOnce(*engine, prompt, args, &trace, rep == runs - 1);
+    PowerSampler* windows = power ? &*power : nullptr;
+    const Sample sample = RunOnce(*engine, prompt, args, &trace, rep == runs - 1,
+                                  nullptr, windows, rep - args.warmup);
     if (rep >= args.warmup) report.samples.push_back(sample);
   }
+  if (power) report.power = power->Finish();
   report.tokens = trace.tokens;
   report.top_logits = trace.top;
   for (const auto& split : {trace.after_prefill, trace.after_decode}) {

@@ -112,6 +112,53 @@ void WriteProfile(JsonWriter& json, const std::optional<Profile>& profile) {
   json.EndObject();
 }
 
+void WritePower(JsonWriter& json, const std::optional<PowerTrace>& power) {
+  if (!power) {
+    json.NullField("power");
+    return;
+  }
+  json.BeginObject("power");
+  json.Field("hz", power->hz);
+  json.BeginArray("files");
+  for (const std::string& f : power->files) json.Element(f);
+  json.EndArray();
+  json.BeginArray("counters");
+  for (const std::string& c : power->counters) json.Element(c);
+  json.EndArray();
+  // [t_ns, value, ...] per tick: compact, since a long decode holds thousands.
+  json.BeginArray("samples");
+  for (const PowerSample& s : power->samples) {
+    json.BeginArray();
+    json.Element(static_cast<long long>(s.t_ns));
+    for (const auto& v : s.values) {
+      if (v) {
+        json.Element(static_cast<long long>(*v));
+      } else {
+        json.NullElement();
+      }
+    }
+    json.EndArray();
+  }
+  json.EndArray();
+  json.BeginArray("windows");
+  for (const PowerWindow& w : power->windows) {
+    json.BeginObject();
+    json.Field("phase", w.phase);
+    json.Field("rep", w.rep);
+    json.Field("start_ns", static_cast<long long>(w.start_ns));
+    json.Field("end_ns", static_cast<long long>(w.end_ns));
+    json.BeginArray("start_text");
+    for (const std::string& t : w.start_text) json.Element(t);
+    json.EndArray();
+    json.BeginArray("end_text");
+    for (const std::string& t : w.end_text) json.Element(t);
+    json.EndArray();
+    json.EndObject();
+  }
+  json.EndArray();
+  json.EndObject();
+}
+
 }  // namespace
 
 std::string ToJson(const RunnerReport& report) {
@@ -172,6 +219,7 @@ std::string ToJson(const RunnerReport& report) {
   }
   json.EndArray();
   WriteProfile(json, report.profile);
+  WritePower(json, report.power);
   return json.Finish();
 }
 

@@ -14,6 +14,7 @@
 
 #include "bandwidth_probe.h"
 #include "memory_split.h"
+#include "power_sampler.h"
 #include "profiler.h"
 
 namespace llm_runner {
@@ -94,6 +95,9 @@ struct RunnerReport {
   // ones on an engine of its own with the profiler attached (profiler.h);
   // absent without --profile.
   std::optional<Profile> profile;
+  // --power-file / --power-counter: the readings and the windows they are
+  // integrated over (power_sampler.h); absent without them.
+  std::optional<PowerTrace> power;
 };
 
 // The report as one line of JSON, without a trailing newline.
