@@ -2,26 +2,29 @@
 conversion fused (harness/artifacts/graph.py computes them). One self-contained HTML file under the same
 Content-Security-Policy as the run report (templates/base.html.j2): no script, no request.
 
-`render_graph_page(spec, artifact, out)` is what a report that lists artifacts calls to give each one a page.
+`render_graph_page(spec, artifact, out)` is what a report that lists artifacts calls to give each one a page;
+`write_graph_pages` gives a run's artifacts theirs beside its report, where the run report links them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
 
 from harness.artifacts.graph import ArtifactGraph, Fused, SignatureGraph, Variant, artifact_graph
-from reports.render import write_whole
+from reports.render import graph_page_name, write_whole
 
 if TYPE_CHECKING:
     from harness.artifacts.cache import Artifact
     from models.spec import ModelSpec
 
-# Its own environment over the same templates: reports/render.py will link these pages, so importing it here
-# would make an import cycle.
+# Its own environment over the same templates: reports/render.py links these pages, and importing this module
+# there would make an import cycle.
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
     autoescape=True,  # op and composite names come from the file
@@ -41,6 +44,20 @@ def render_graph_page(spec: ModelSpec, artifact: Artifact, out: Path) -> Path:
     importing torch; cached for the model's other recipes, whose first call then takes ~1 s); later calls read
     graph.json beside the artifact."""
     return write_graph_page(artifact_graph(spec, artifact), out, explore_args=_explore_args(spec, artifact))
+
+
+def write_graph_pages(artifacts: Iterable[tuple[ModelSpec, Artifact]], report_dir: Path, log=sys.stderr
+                      ) -> list[Path]:
+    """A page per artifact in report_dir/graphs/, where the run report finds and links them. One that cannot be
+    computed or written is a line on `log`, not a lost report: the run's figures are what the report is for."""
+    written = []
+    for spec, artifact in artifacts:
+        out = Path(report_dir) / graph_page_name(artifact.sha256)
+        try:
+            written.append(render_graph_page(spec, artifact, out))
+        except Exception as e:  # noqa: BLE001 - any failure of one page: said, and the next page goes on
+            print(f"no graph page for {artifact.path}: {e}", file=log, flush=True)
+    return written
 
 
 def write_graph_page(graph: ArtifactGraph, out: Path, explore_args: str = "") -> Path:

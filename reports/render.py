@@ -75,6 +75,22 @@ def _delta_view(result) -> dict | None:
             "title": f"baseline median {stats.figure(result.baseline_median)}; {p}; {result.verdict}"}
 
 
+# Graph pages (reports/graph.py) sit in this folder beside the run report, named by their artifact's sha256.
+GRAPHS_FOLDER = "graphs"
+
+
+def graph_page_name(sha256: str) -> str:
+    return f"{GRAPHS_FOLDER}/{sha256[:16]}.html"
+
+
+def _graph_href(rec: dict, report: Path) -> str | None:
+    """The cell's artifact's graph page, where one was written beside this report."""
+    sha = rec.get("artifact_sha256")
+    if not sha or rec.get("runtime") not in (None, "litert"):
+        return None
+    return graph_page_name(sha) if (report.parent / graph_page_name(sha)).is_file() else None
+
+
 def _cell_view(rec: dict, verdict: gate.CellVerdict, base: dict | None, checks: list[dict]) -> dict:
     """A speed cell for the template; `checks` are the accuracy rows of its run and its baseline's."""
     data = gate.stored_data(rec)
@@ -206,7 +222,8 @@ def render_run_report(store: Store, run_id: int, out: Path, baseline_run: int | 
     cells = []
     for rec, verdict in zip(_records(frame), verdicts, strict=True):
         base = base_by_id.get(verdict.baseline_id)
-        cells.append(_cell_view(rec, verdict, base, checks) | {"baseline_id": verdict.baseline_id})
+        cells.append(_cell_view(rec, verdict, base, checks) | {"baseline_id": verdict.baseline_id,
+                                                               "graph_href": _graph_href(rec, Path(out))})
     counts = {v: sum(1 for c in cells for d in c["delta"].values() if d and d["cls"] == v)
               for v in ("regression", "improvement")}
     side_by_side = runtimes.side_by_side(_records(frame), config)

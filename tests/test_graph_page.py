@@ -211,3 +211,23 @@ def test_explore_serves_both_graphs_on_localhost(tmp_path, artifact, graph):
             proc.wait()
         log.close()
     assert proc.returncode == 0, (tmp_path / "explore.log").read_text()[-3000:]  # SIGTERM unwinds like Ctrl-C
+
+
+def test_a_suites_run_writes_each_artifacts_page_beside_its_report_and_links_it(tmp_path):
+    from tests.test_profile import run_small_suites
+
+    out = run_small_suites(tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    pages = sorted((tmp_path / "report" / "graphs").glob("*.html"))
+    assert len(pages) == 2  # none and dynamic_int8: one artifact each
+    html = (tmp_path / "report" / "run-1.html").read_text()
+    for page in pages:
+        assert f'href="graphs/{page.name}"' in html
+        text = page.read_text()
+        assert "prefill" in text and "decode" in text and SDPA in text
+
+    off = tmp_path / "off"
+    out = run_small_suites(off, "--graph-pages", "off")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not (off / "report" / "graphs").exists()
+    assert 'href="graphs/' not in (off / "report" / "run-1.html").read_text()

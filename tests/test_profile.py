@@ -161,7 +161,7 @@ def test_settings_ask_every_cell_for_a_profile():
     assert Settings(profile=True).workload(cell).profile and not Settings().workload(cell).profile
 
 
-def _run_suites(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_small_suites(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "pytest", "suites/test_performance.py", "-p", "no:cacheprovider", "--models",
             "tinyllama", "--quant", "none,dynamic_int8", "--prefill", "32", "--decode", "16", "--threads", "2",
             "--reps", "2", "--warmup", "0", "--weight-cache", "off", "--bandwidth-probe-mb", "0", "--cooldown", "0",
@@ -175,7 +175,7 @@ def test_a_profiled_run_is_stored_and_its_report_says_where_the_time_goes(tmp_pa
     from harness.store.store import Store
 
     for _ in range(2):
-        out = _run_suites(tmp_path, "--profile", "on")
+        out = run_small_suites(tmp_path, "--profile", "on")
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     frame = Store(str(tmp_path / "results.db")).results_frame()
     assert len(frame) == 4

@@ -138,6 +138,10 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in (
            "W and J/token per phase, idle subtracted; elsewhere the cell says why it is unavailable"),
     Option("--energy-idle", "float", 3.0, "seconds of the idle window whose draw energy per token subtracts",
            minimum=0.1),
+    Option("--graph-pages", "switch", True,
+           "a graph page per converted artifact beside the run report, linked from its cells: each signature's "
+           "ops, the authored model's ops, what conversion fused (the first page of a model and lengths exports "
+           "it: ~15 s on 2 cores, cached)"),
     Option("--cv-limit", "float", 3.0, "CV (%) above which a figure is flagged unstable", minimum=0),
     Option("--cooldown", "float", 60.0, "most seconds to wait between cells for temperatures to settle",
            minimum=0),

@@ -16,7 +16,7 @@ from harness.accuracy.agreement import DECODE, PREFILL, check_agreement
 from harness.accuracy.conversion import CONVERSION_DECODE, CONVERSION_PREFILL
 from harness.accuracy.drift import DRIFT_DECODE, DRIFT_PREFILL
 from harness.accuracy.registry import run_check
-from harness.artifacts.cache import ensure_artifact, ensure_artifacts
+from harness.artifacts.cache import Artifact, ensure_artifact, ensure_artifacts
 from harness.artifacts.llama_cpp import LlamaCppBuildError
 from harness.artifacts.recipe import Recipe, kv_len_for
 from harness.artifacts.runtime_inputs import RuntimeUnsupported, runtime_input
@@ -75,6 +75,9 @@ class BenchSession:
         self._runners: dict[str, RunnerBuild] = {}
         self._baseline_cells: list[dict] | None = None
         self._llama_cpp_error: str | None = None  # a failed llama.cpp build, said once and failing its cells
+        # sha256 → (spec, artifact) of every .tflite this process measured: the report's graph pages. (Under
+        # pytest-xdist the workers measure, and the controller that writes the report has none.)
+        self.artifacts: dict[str, tuple[ModelSpec, Artifact]] = {}
 
     @property
     def store(self) -> Store:
@@ -162,6 +165,7 @@ class BenchSession:
             if cell.runtime == "litert":
                 artifact = ensure_artifact(self._spec(cell), cell_recipe(cell), log=self.log)
                 result.artifact_sha256, result.artifact_bytes = artifact.sha256, artifact.meta["bytes"]
+                self.artifacts[artifact.sha256] = (self._spec(cell), artifact)
                 bench = self.device_bench(cell.device)
                 measurement = bench.measure(artifact.path, self.settings.workload(cell),
                                             artifact.meta.get("compute"))

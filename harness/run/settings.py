@@ -77,6 +77,7 @@ class Settings:
     profile: bool = default("profile")  # one more, profiled repetition per cell (Workload)
     energy: bool = default("energy")  # energy per token where the device has a meter (Workload)
     energy_idle_s: float = default("energy_idle")
+    graph_pages: bool = default("graph_pages")  # a graph page per artifact beside the run report (suites/plugin)
     cv_limit_pct: float = default("cv_limit")
     cooldown_s: float = default("cooldown")  # most seconds to wait between cells for temperatures to settle
     checkpoint_dir: Path | None = None

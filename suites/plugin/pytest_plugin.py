@@ -88,6 +88,7 @@ def settings_from(config: pytest.Config) -> Settings:
         prefill=v["prefill"], decode=v["decode"], threads=v["threads"], warmup=v["warmup"], reps=v["reps"],
         depth=v["depth"], cpus=v["cpus"], bandwidth_probe_mb=v["bandwidth_probe_mb"],
         weight_cache=v["weight_cache"], profile=v["profile"], energy=v["energy"], energy_idle_s=v["energy_idle"],
+        graph_pages=v["graph_pages"],
         cv_limit_pct=v["cv_limit"],
         cooldown_s=v["cooldown"], checkpoint_dir=Path(ckpt).resolve() if ckpt else None, seed=v["seed"],
         runner_bin=Path(runner_bin).resolve() if runner_bin else None,
@@ -305,10 +306,15 @@ def _write_reports_or_say_why(session: pytest.Session, bench: BenchSession) -> N
 
 
 def write_reports(bench: BenchSession) -> list[Path]:
-    """The run's comparison report (against the baseline, if any) and the dashboard of the whole history."""
+    """The run's comparison report (against the baseline, if any) and the dashboard of the whole history; first,
+    with --graph-pages on, the graph page of each artifact the run measured, which the report links."""
     from reports.render import render_dashboard, render_run_report
 
     s, folder = bench.settings, Path(bench.settings.report_dir)
+    if s.graph_pages and bench.artifacts:
+        from reports.graph import write_graph_pages
+
+        write_graph_pages(bench.artifacts.values(), folder, bench.log)
     return [render_run_report(bench.store, bench.run_id, folder / f"run-{bench.run_id}.html", s.baseline_run, s.gate),
             render_dashboard(bench.store, folder / "dashboard.html", s.gate)]
 
