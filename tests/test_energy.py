@@ -4,6 +4,7 @@ decode windows the runner reports (±2 %); a device without a meter says `unavai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,6 +88,12 @@ def test_counter_figures_subtract_the_idle_draw():
     assert got["decode_j_tok"] == pytest.approx((9.5 - 1.5) * 0.5 / 16)
     assert got["prefill_j_tok"] == pytest.approx((11.5 - 1.5) * 0.1 / 32)
     assert got["energy_hz"] is None and "RAPL package-0" in got["energy"]
+
+    # A counter the runner could not read at an edge (an empty file): unavailable, naming it, not a figure.
+    windows[3] = dataclasses.replace(windows[3], end_text=[""])
+    got = energy.figures(_report(PowerTrace(50, [], ["/x"], [], windows)), rapl)
+    assert got["decode_j_tok"] is None and got["idle_w"] is None
+    assert got["energy"] == "unavailable: /x held '8900000' and '' at the prefill window's edges, not two numbers"
 
 
 def test_a_phase_too_short_to_integrate_is_unavailable_not_zero():

@@ -76,6 +76,8 @@ def find_source(transport: Transport) -> PowerSource | Unavailable:
     """The device's meter, first found of battery, INA3221, Pixel power monitor, RAPL; or why there is none."""
     if transport.kind == "ios":
         return Unavailable("iOS gives apps no battery current or power rails; use Xcode's energy gauge")
+    if transport.kind == "qemu":
+        return Unavailable("an emulator's draw is the host's, whatever it emulates")
     return source_from_files(transport.read_files(PROBE_GLOBS))
 
 
@@ -159,15 +161,26 @@ def sampled_joules(t: np.ndarray, w: np.ndarray, window: PowerWindow) -> tuple[f
     return float(np.trapezoid(np.interp(grid, t, w), grid)), int(inside.sum())
 
 
+class CounterError(ValueError):
+    """A counter read at a window's edge held no value (the runner read an empty file, or other text)."""
+
+
 def counter_joules(source: PowerSource, window: PowerWindow) -> float:
     """The counters' advance over the window: RAPL's µJ (past a wrap), the power monitor's rails' µWs."""
     total = 0.0
     for i, (start, end) in enumerate(zip(window.start_text, window.end_text, strict=True)):
         if source.kind == "odpm":
             before, after = _odpm_rails(start), _odpm_rails(end)
-            total += sum(after[rail] - before[rail] for rail in after.keys() & before.keys())
+            if not before or before.keys() != after.keys():
+                raise CounterError(f"{source.counters[i]} held no rails or other rails at the {window.phase} "
+                                   f"window's edges")
+            total += sum(after[rail] - before[rail] for rail in after)
         else:
-            delta = int(end) - int(start)
+            try:
+                delta = int(end) - int(start)
+            except ValueError:
+                raise CounterError(f"{source.counters[i]} held {start.strip()!r} and {end.strip()!r} at the "
+                                   f"{window.phase} window's edges, not two numbers") from None
             total += delta + (source.wraps[i] + 1 if delta < 0 and source.wraps[i] else 0)
     return total * 1e-6
 
@@ -204,9 +217,19 @@ def figures(report: RunnerReport, source: PowerSource | Unavailable) -> dict:
     phases = {name: [w for w in trace.windows if w.phase == name] for name in ("idle", "prefill", "decode")}
     if not phases["idle"]:
         return {**empty, "energy": "unavailable: the runner recorded no idle window"}
+    try:
+        return _phase_figures(report, phases, joules, hz, described)
+    except CounterError as e:
+        return {**empty, "energy": f"unavailable: {e}"}
+
+
+def _phase_figures(report: RunnerReport, phases: dict[str, list[PowerWindow]], joules, hz: float | None,
+                   described: str) -> dict:
+    """Average W of each phase's windows and J/token net of the idle window's draw."""
     idle_j, _ = joules(phases["idle"][0])
     idle_w = idle_j / phases["idle"][0].seconds
-    out = {**empty, "idle_w": idle_w, "energy_hz": hz}
+    out = {"idle_w": idle_w, "prefill_w": None, "decode_w": None, "prefill_j_tok": None, "decode_j_tok": None,
+           "energy_hz": hz}
     notes = []
     tokens = {"prefill": report.prefill_len, "decode": report.decode_len}
     for name in ("prefill", "decode"):
