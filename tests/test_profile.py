@@ -80,7 +80,7 @@ def test_the_measured_repetitions_are_the_same_with_and_without_profile(runner, 
 def _fc_shares(runner: RunnerBuild, models: list[Path], api: str, runs: int = 5) -> list[dict[str, float]]:
     """Per model and phase, the median over `runs` profiled repetitions (each in its own process) of the FC
     share, the models' runs interleaved: one preempted op moves a single profile's shares, not their median, and a
-    busy minute of the host falls on every models' runs alike (with 3 runs per model, one model after the other,
+    busy minute of the host falls on every model's runs alike (with 3 runs per model, one model after the other,
     the fp32 prefill's median once came out at 0.67 in a full test run, the int8 model's level, against
     0.76–0.86 in five runs right after)."""
     shares: list[dict[str, list[float]]] = [{"prefill": [], "decode": []} for _ in models]
