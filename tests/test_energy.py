@@ -107,6 +107,11 @@ def test_a_phase_too_short_to_integrate_is_unavailable_not_zero():
     assert got["decode_w"] == pytest.approx(0.5 * 3.9) and got["decode_j_tok"] == pytest.approx(0, abs=1e-9)
     assert "µA × µV, discharge negative" in got["energy"] and got["energy_hz"] == pytest.approx(50, rel=0.01)
 
+    # Every read failed (the runner writes null): no figure, and the count says why.
+    failed = [[t, None, v] for t, _, v in samples]
+    got = energy.figures(_report(PowerTrace(50, ["/c", "/v"], [], failed, windows)), battery)
+    assert got["energy"] == f"unavailable: {len(samples)} readings of battery, 0 usable" and got["idle_w"] is None
+
 
 # Two vendors' spellings of one physical trace: a triangle wave of current (0.2 A → 2 A → 0.2 A over 2 s) on a
 # voltage sagging 4.2 V → 3.7 V and back over 3 s, so the idle window and the decodes see different draws.

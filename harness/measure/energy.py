@@ -141,6 +141,8 @@ def watts(source: PowerSource, trace: PowerTrace) -> tuple[np.ndarray, np.ndarra
     rows = [s for s in trace.samples if None not in s]
     t = np.array([s[0] for s in rows], dtype=np.float64) / 1e9
     values = np.array([s[1:] for s in rows], dtype=np.float64).reshape(len(rows), len(trace.files))
+    if len(rows) < 2:  # nothing to read units off; figures() says so
+        return t, np.zeros(len(rows)), ""
     if source.kind == "ina3221":  # mV × mA per rail
         return t, (values[:, 0::2] * values[:, 1::2]).sum(axis=1) * 1e-6, "mV × mA"
     current, voltage = values[:, 0], values[:, 1]
