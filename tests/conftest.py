@@ -56,6 +56,24 @@ def chromium() -> str:
     return path
 
 
+# Without the networking flags Chromium phones home at start (updates, sync, QUIC probes); a fresh
+# profile (Playwright gives every launch its own --user-data-dir) keeps one test from seeing another's state.
+CHROMIUM_FLAGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str):
+    """Headless Chromium under Playwright, one per test module (the reports' and the graph page's tests)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, chromium_sandbox=False,
+                                     args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test session starts from an empty cache (artifacts and runner builds), shared by its tests

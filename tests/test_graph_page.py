@@ -18,7 +18,6 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.test_reports_browser import FLAGS
 
 HOSTILE = '<img src=x onerror="alert(1)">'
 SDPA, RMS_NORM = "odml.scaled_dot_product_attention", "odml.rms_norm"
@@ -95,16 +94,6 @@ def test_graph_is_cached_beside_the_artifact(graph, spec, artifact):
     again = artifact_graph(spec, artifact)
     assert time.monotonic() - start < 1.0 and cached.stat().st_mtime_ns == stamp
     assert again == graph and json.loads(cached.read_text())["sha256"] == artifact.sha256
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, chromium_sandbox=False, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 def test_page_in_headless_chromium(browser, graph, spec, artifact, tmp_path, record_property):

@@ -10,21 +10,6 @@ from harness.store.store import Store
 from reports.render import render_dashboard, render_run_report
 from tests.fake_results import CELLS, HOSTILE, add_run
 
-# Without the networking flags Chromium phones home at start (updates, sync, QUIC probes); a fresh
-# profile (Playwright gives every launch its own --user-data-dir) keeps one test from seeing another's state.
-FLAGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, chromium_sandbox=False, args=FLAGS)
-        yield browser
-        browser.close()
-
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
