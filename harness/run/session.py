@@ -163,9 +163,10 @@ class BenchSession:
         store, run_id = self.store, self.run_id
         try:
             if cell.runtime == "litert":
-                artifact = ensure_artifact(self._spec(cell), cell_recipe(cell), log=self.log)
+                spec = self._spec(cell)
+                artifact = ensure_artifact(spec, cell_recipe(cell), log=self.log)
                 result.artifact_sha256, result.artifact_bytes = artifact.sha256, artifact.meta["bytes"]
-                self.artifacts[artifact.sha256] = (self._spec(cell), artifact)
+                self.artifacts[artifact.sha256] = (spec, artifact)
                 bench = self.device_bench(cell.device)
                 measurement = bench.measure(artifact.path, self.settings.workload(cell),
                                             artifact.meta.get("compute"))
