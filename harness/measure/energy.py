@@ -208,13 +208,13 @@ def figures(report: RunnerReport, source: PowerSource | Unavailable) -> dict:
         hz = (len(t) - 1) / (t[-1] - t[0])
         described = f"{source.description} ({units}) at {hz:.0f} Hz"
 
-        def joules(window: PowerWindow) -> tuple[float, int]:
+        def joules(window: PowerWindow) -> tuple[float, int | None]:
             return sampled_joules(t, w, window)
     else:
         hz, described = None, f"{source.description}, read at each window's edges"
 
-        def joules(window: PowerWindow) -> tuple[float, int]:
-            return counter_joules(source, window), MIN_SAMPLES  # exact at the edges: no sampling to fall short
+        def joules(window: PowerWindow) -> tuple[float, int | None]:
+            return counter_joules(source, window), None  # exact at the edges: no readings to count
 
     phases = {name: [w for w in trace.windows if w.phase == name] for name in ("idle", "prefill", "decode")}
     if not phases["idle"]:
@@ -238,8 +238,9 @@ def _phase_figures(report: RunnerReport, phases: dict[str, list[PowerWindow]], j
         windows = phases[name]
         seconds = sum(w.seconds for w in windows)
         parts = [joules(w) for w in windows]
-        readings = sum(n for _, n in parts)
-        if not windows or readings < MIN_SAMPLES:
+        sampled = [n for _, n in parts if n is not None]
+        readings = sum(sampled)
+        if not windows or (sampled and readings < MIN_SAMPLES):
             notes.append(f"{name} unavailable: its {len(windows)} windows ({seconds * 1000:.0f} ms in all) held "
                          f"{readings} readings; at least {MIN_SAMPLES} are needed (more --reps, a longer workload)")
             continue

@@ -50,6 +50,11 @@ class JsonWriter {
     }
     EndArray();
   }
+  void Field(const char* key, const std::vector<std::string>& values) {
+    BeginArray(key);
+    for (const std::string& value : values) Element(value);
+    EndArray();
+  }
   void NullField(const char* key) {
     Key(key);
     out_ += "null";

@@ -119,12 +119,8 @@ void WritePower(JsonWriter& json, const std::optional<PowerTrace>& power) {
   }
   json.BeginObject("power");
   json.Field("hz", power->hz);
-  json.BeginArray("files");
-  for (const std::string& f : power->files) json.Element(f);
-  json.EndArray();
-  json.BeginArray("counters");
-  for (const std::string& c : power->counters) json.Element(c);
-  json.EndArray();
+  json.Field("files", power->files);
+  json.Field("counters", power->counters);
   // [t_ns, value, ...] per tick: compact, since a long decode holds thousands.
   json.BeginArray("samples");
   for (const PowerSample& s : power->samples) {
@@ -147,12 +143,8 @@ void WritePower(JsonWriter& json, const std::optional<PowerTrace>& power) {
     json.Field("rep", w.rep);
     json.Field("start_ns", static_cast<long long>(w.start_ns));
     json.Field("end_ns", static_cast<long long>(w.end_ns));
-    json.BeginArray("start_text");
-    for (const std::string& t : w.start_text) json.Element(t);
-    json.EndArray();
-    json.BeginArray("end_text");
-    for (const std::string& t : w.end_text) json.Element(t);
-    json.EndArray();
+    json.Field("start_text", w.start_text);
+    json.Field("end_text", w.end_text);
     json.EndObject();
   }
   json.EndArray();
